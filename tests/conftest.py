@@ -1,0 +1,59 @@
+"""Shared pytest fixtures: real H&E pixels through the asset registry, markers, device skips."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = torch.cuda.is_available()
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def he_slide_path():
+    """Path of the real H&E slide CMU-1-Small-Region (Aperio SVS, 2220x2967, 0.499 um/px)."""
+    from tools import assets
+    return assets.fetch("cmu-small-region")
+
+
+@pytest.fixture(scope="session")
+def he_image(he_slide_path):
+    """The whole CMU-1-Small-Region slide at level 0 as a uint8 HWC RGB array."""
+    import openslide
+    slide = openslide.OpenSlide(he_slide_path)
+    w, h = slide.dimensions
+    img = np.asarray(slide.read_region((0, 0), 0, (w, h)).convert("RGB"))
+    slide.close()
+    return img
+
+
+def tissue_crops(img, size, count, min_tissue=0.9, seed=0):
+    """Random size x size crops of an H&E image whose pixels are mostly tissue (not white background)."""
+    rnd = np.random.RandomState(seed)
+    h, w = img.shape[:2]
+    crops = []
+    for _ in range(count * 200):
+        y, x = rnd.randint(0, h - size + 1), rnd.randint(0, w - size + 1)
+        crop = img[y:y + size, x:x + size]
+        if (crop.mean(axis=2) < 210).mean() >= min_tissue:
+            crops.append(crop)
+            if len(crops) == count:
+                return np.stack(crops)
+    raise RuntimeError(f"found only {len(crops)} tissue crops of {size}px")
+
+
+@pytest.fixture(scope="session")
+def he_crops(he_image):
+    """Factory: he_crops(size, count, seed=0) -> uint8 [N, H, W, 3] real tissue crops."""
+    return lambda size, count, seed=0: tissue_crops(he_image, size, count, seed=seed)

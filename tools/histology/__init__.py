@@ -1,0 +1,1 @@
+# HistoSynth — see README.md.
