@@ -1,0 +1,132 @@
+"""upfirdn2d: the 'ref' spec against numpy/scipy brute force; compiled impls against 'ref'; gradients; sizes."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from torch_utils.ops import upfirdn2d
+
+#----------------------------------------------------------------------------
+# Independent brute force: numpy zero insertion + pad/crop, scipy 'valid' convolution, strided decimation.
+
+def brute_force(x, f, up, down, padding, flip_filter, gain):
+    x = np.asarray(x, dtype=np.float64)
+    upx, upy = (up, up) if isinstance(up, int) else up
+    downx, downy = (down, down) if isinstance(down, int) else down
+    if isinstance(padding, int):
+        padding = [padding] * 4
+    elif len(padding) == 2:
+        padding = [padding[0], padding[0], padding[1], padding[1]]
+    px0, px1, py0, py1 = padding
+    f = np.asarray(f, dtype=np.float64)
+    if f.ndim == 1:
+        f = np.outer(f, f)  # a separable filter runs along both axes
+    if flip_filter:
+        f = f[::-1, ::-1]
+    n, c, h, w = x.shape
+    y = []
+    for plane in x.reshape(n * c, h, w):
+        u = np.zeros([h * upy, w * upx])
+        u[::upy, ::upx] = plane
+        u = np.pad(u, [[max(py0, 0), max(py1, 0)], [max(px0, 0), max(px1, 0)]])
+        u = u[max(-py0, 0) : u.shape[0] - max(-py1, 0), max(-px0, 0) : u.shape[1] - max(-px1, 0)]
+        v = scipy.signal.convolve2d(u, f, mode='valid')  # true convolution
+        y.append(v[::downy, ::downx] * gain)
+    return np.stack(y).reshape(n, c, *y[0].shape)
+
+
+REF_CASES = [
+    # up, down, padding, filter, flip_filter, gain
+    (1, 1, 0, [[1, 2], [3, 5]], False, 1),
+    (2, 1, 1, [1, 2, 4, 3], False, 1),
+    (1, 2, [1, 2], [[1, -2, 3], [0, 4, 1]], True, 2.5),
+    ([2, 1], [1, 3], [2, 1, -1, 3], [[1, 2, 3], [4, 5, 6], [7, 8, 10]], False, 1),
+    (4, 1, [3, 2, 1, 0], [1, 2, 3, 4, 5, 6, 7, 9], True, 1),  # separable (>= 8 taps)
+    (1, 4, [-1, 2, 0, -2], [[1, 3], [2, 1], [5, 1]], False, 0.5),
+    (2, 2, [3, -2, 1, 4], [2, 1, 3], False, 3),
+    ([1, 2], [2, 1], 0, [[1, 2, 3, 4]], True, 1),
+]
+
+@pytest.mark.parametrize("up,down,padding,taps,flip_filter,gain", REF_CASES)
+def test_ref_against_brute_force(up, down, padding, taps, flip_filter, gain):
+    x = torch.randn([2, 3, 7, 6], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    f = torch.tensor(taps, dtype=torch.float32)
+    y = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl='ref')
+    want = brute_force(x.numpy(), taps, up, down, padding, flip_filter, gain)
+    assert tuple(y.shape) == want.shape
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (3, 1), (1, 2), (2, 3)])
+def test_ref_against_scipy_upfirdn(up, down):
+    # scipy.signal.upfirdn: zero-stuff by `up` (no trailing zeros), full convolution with h, keep every `down`-th.
+    rows = np.random.RandomState(0).randn(4, 11)
+    h = np.array([1.0, -2.0, 4.0, 3.0, 0.5])
+    fw = len(h)
+    x = torch.tensor(rows).reshape(1, 4, 1, 11)
+    y = upfirdn2d.upfirdn2d(x, torch.tensor(h[np.newaxis], dtype=torch.float32), up=[up, 1], down=[down, 1],
+                            padding=[fw - 1, fw - up, 0, 0], impl='ref')
+    for i in range(4):
+        np.testing.assert_allclose(y[0, i, 0].numpy(), scipy.signal.upfirdn(h, rows[i], up=up, down=down), rtol=1e-6, atol=1e-9)
+
+
+def test_identity_filter():
+    x = torch.randn([2, 3, 5, 4])
+    torch.testing.assert_close(upfirdn2d.upfirdn2d(x, None, impl='ref'), x)
+    y = upfirdn2d.upfirdn2d(x, None, up=2, impl='ref')
+    torch.testing.assert_close(y[:, :, ::2, ::2], x)
+    assert y[:, :, 1::2].abs().max() == 0 and y[:, :, :, 1::2].abs().max() == 0
+
+#----------------------------------------------------------------------------
+
+def test_setup_filter():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    assert f.shape == (4, 4) and f.dtype == torch.float32
+    np.testing.assert_allclose(f.numpy(), np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0, rtol=1e-7)
+    # >= 8 taps stay 1-D (separable) by default; normalisation; gain**(ndim/2).
+    g = upfirdn2d.setup_filter(np.arange(1, 9), gain=4)
+    assert g.shape == (8,)
+    np.testing.assert_allclose(g.numpy(), np.arange(1, 9) / 36.0 * 2.0, rtol=1e-6)
+    h = upfirdn2d.setup_filter([1, 2, 4], separable=True, normalize=False, flip_filter=True)
+    np.testing.assert_allclose(h.numpy(), [4, 2, 1])
+    k = upfirdn2d.setup_filter([[1, 2], [3, 4]], gain=3, normalize=False)
+    np.testing.assert_allclose(k.numpy(), [[3, 6], [9, 12]])
+    assert upfirdn2d.setup_filter(None).shape == (1, 1)
+    assert upfirdn2d.setup_filter(5).shape == (1, 1)
+
+
+@pytest.mark.parametrize("impl", ["ref"])
+def test_output_sizes(impl):
+    x = torch.randn([1, 2, 13, 10])
+    f4 = upfirdn2d.setup_filter([1, 3, 3, 1])
+    f3 = upfirdn2d.setup_filter([1, 2, 1])
+    f8 = upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1])  # separable
+    for f in [f4, f3, f8, None]:
+        assert upfirdn2d.upsample2d(x, f, impl=impl).shape == (1, 2, 26, 20)
+        assert upfirdn2d.upsample2d(x, f, up=[3, 2], impl=impl).shape == (1, 2, 26, 30)
+        assert upfirdn2d.downsample2d(x, f, impl=impl).shape == (1, 2, 6, 5)
+        assert upfirdn2d.downsample2d(x, f, down=[2, 4], impl=impl).shape == (1, 2, 3, 5)
+        assert upfirdn2d.filter2d(x, f, impl=impl).shape == (1, 2, 13, 10)
+        assert upfirdn2d.filter2d(x, f, padding=[1, 2, 3, 0], impl=impl).shape == (1, 2, 16, 13)
+        assert upfirdn2d.upsample2d(x, f, padding=1, impl=impl).shape == (1, 2, 28, 22)
+
+
+def test_resampling_preserves_dc():
+    # Unit-DC filters: a constant image stays constant away from the borders after up/down/filter.
+    x = torch.full([1, 1, 16, 16], 3.0, dtype=torch.float64)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    for y in [upfirdn2d.upsample2d(x, f, impl='ref'), upfirdn2d.downsample2d(x, f, impl='ref'),
+              upfirdn2d.filter2d(x, f, impl='ref')]:
+        torch.testing.assert_close(y[0, 0, 3:-3, 3:-3], torch.full_like(y[0, 0, 3:-3, 3:-3], 3.0))
+
+
+def test_ref_filter_gradient():
+    # 'ref' also differentiates w.r.t. the filter (plain autograd).
+    x = torch.randn([1, 2, 5, 6], dtype=torch.float64)
+    f = torch.randn([3, 2], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f: upfirdn2d.upfirdn2d(x, f, up=2, padding=1, impl='ref'), (f,))
+
+#----------------------------------------------------------------------------
