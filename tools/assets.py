@@ -203,6 +203,8 @@ def fetch(name, path=None, search_dirs=None, verbose=True):
                     continue
                 try:
                     _download_url(asset, source, verbose=verbose)
+                except AssetError:
+                    raise  # a download with the wrong digest is an error, not a reason to try elsewhere
                 except (dnnlib.util.UserError, OSError) as err:
                     notes.append(f'{source.url} unavailable')
                     if verbose:
