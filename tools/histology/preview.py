@@ -13,21 +13,26 @@ CLASS_COLORS = {CLASS_TISSUE: '#1a9850', CLASS_PARTIAL: '#fee08b', CLASS_BACKGRO
 CLASS_LABELS = {CLASS_TISSUE: '≥ 90 % tissue', CLASS_PARTIAL: '10–90 %', CLASS_BACKGROUND: '≤ 10 % tissue'}
 
 
-def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, cell: tuple[float, float], xy: np.ndarray,
+def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tuple[int, int], xy: np.ndarray,
                  extent: float, classes: np.ndarray, title: str = '', dpi: int = 100) -> None:
-    """Write a three-panel PNG; patch boxes are level-0 (x, y, extent), drawn on the thumbnail grid `cell`."""
+    """Write a three-panel PNG of the slide `slide_dims` (level 0): `thumb` is any-size picture of the slide,
+    `mask` the tissue mask on its own grid, patch boxes are level-0 (x, y, extent)."""
     matplotlib.use('Agg', force=False)
     import matplotlib.patches as mpatches
     import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
 
-    filtered = np.where(mask[..., None], thumb, 0).astype(np.uint8)  # deep-histopath shows removed pixels black
     h, w = thumb.shape[:2]
+    # Mask shown on the picture's grid (nearest mask pixel); deep-histopath shows removed pixels black.
+    rows = np.minimum((np.arange(h) + 0.5) * mask.shape[0] / h, mask.shape[0] - 1).astype(np.int64)
+    cols = np.minimum((np.arange(w) + 0.5) * mask.shape[1] / w, mask.shape[1] - 1).astype(np.int64)
+    filtered = np.where(mask[rows][:, cols][..., None], thumb, 0).astype(np.uint8)
+    cell = (slide_dims[0] / w, slide_dims[1] / h)
     panel_h = 4.0
     fig, axes = plt.subplots(1, 3, figsize=(3 * panel_h * w / h + 0.6, panel_h + 0.8), dpi=dpi)
     try:
         for ax, img, name in zip(axes, (thumb, filtered, thumb), ('thumbnail', 'tissue mask', 'patches')):
-            ax.imshow(img, interpolation='nearest')
+            ax.imshow(img, interpolation='antialiased')
             ax.set_title(name, fontsize=9)
             ax.set_axis_off()
         counts = {}

@@ -25,6 +25,7 @@ from .wsi import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS, is_slide_file, open_slide
 
 LABEL_MODES = ('none', 'normal', 'tumor', 'from-annotations')
 SAMPLING_MODES = ('grid', 'random')
+PREVIEW_HEIGHT = 512
 
 
 def default_options(**kwargs) -> EasyDict:
@@ -220,8 +221,11 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
                     regions = ann.load_annotations(ann_path) if ann_path is not None else None
                 plan = plan_slide(slide, opts, regions)
                 if preview_dir is not None:
-                    save_preview(os.path.join(preview_dir, slide.name + '.png'), plan.thumb, plan.mask, plan.cell,
-                                 plan.xy, plan.geom.extent, plan.classes, title=_preview_title(slide, plan))
+                    # A sharper picture than the mask's 1/32 thumbnail, about PREVIEW_HEIGHT px tall.
+                    picture = slide.thumbnail(max(1.0, slide.dimensions[1] / PREVIEW_HEIGHT))
+                    save_preview(os.path.join(preview_dir, slide.name + '.png'), picture, plan.mask,
+                                 slide.dimensions, plan.xy, plan.geom.extent, plan.classes,
+                                 title=_preview_title(slide, plan))
                 summary.candidates += len(plan.xy)
                 for cls, name in enumerate(pt.CLASS_NAMES):
                     summary.classes[name] += int((plan.classes == cls).sum())

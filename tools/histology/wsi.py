@@ -219,3 +219,43 @@ def open_slide(path: str) -> Slide:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def write_pyramid_tiff(path: str, rgb: np.ndarray, levels: int = 3, mpp: float | None = None, flavor: str = 'generic',
+                       tile: int = 256, objective_power: float | None = None) -> None:
+    """Save a uint8 [H, W, 3] image as a tiled, deflate-compressed pyramidal TIFF that OpenSlide reads.
+
+    flavor 'generic': resolution tags (pixels per centimetre) carry the mpp; 'aperio': an Aperio-style
+    ImageDescription with `MPP = ...` and `AppMag = ...`, which OpenSlide reads as an Aperio slide.
+    Each level halves the previous one (box filter).
+    """
+    import tifffile
+    if flavor not in ('generic', 'aperio'):
+        raise ValueError(f'unknown flavor {flavor!r}')
+    h, w = rgb.shape[:2]
+    pyramid = [rgb]
+    for _ in range(1, levels):
+        prev = pyramid[-1]
+        if min(prev.shape[:2]) < 2 * tile:
+            break
+        pyramid.append(np.asarray(PIL.Image.fromarray(prev).resize((prev.shape[1] // 2, prev.shape[0] // 2),
+                                                                     PIL.Image.BOX)))
+    with tifffile.TiffWriter(path) as tw:
+        for i, img in enumerate(pyramid):
+            kwargs = dict(tile=(tile, tile), photometric='rgb', compression='zlib', metadata=None)
+            if flavor == 'generic':
+                if mpp is not None:
+                    ppcm = 1e4 / (mpp * w / img.shape[1])
+                    kwargs.update(resolution=(ppcm, ppcm), resolutionunit='CENTIMETER')
+                kwargs['subfiletype'] = 0 if i == 0 else 1  # reduced-resolution image
+            else:
+                desc = f'Aperio Image Library HistoSynth \n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) Deflate'
+                if i == 0:
+                    if objective_power is not None:
+                        desc += f'|AppMag = {objective_power:g}'
+                    if mpp is not None:
+                        desc += f'|MPP = {mpp}'
+                else:
+                    desc += f' -> {img.shape[1]}x{img.shape[0]}'
+                kwargs['description'] = desc
+            tw.write(img, **kwargs)
