@@ -301,7 +301,7 @@ def _store_verified(asset, source, tmp_file):
 def _download_url(asset, source, verbose):
     os.makedirs(os.path.dirname(cache_path(asset, source)), exist_ok=True)
     data = dnnlib.util.open_url(source.url, num_attempts=1, verbose=verbose, cache=False, timeout=URL_TIMEOUT)
-    with _temp_file_beside(cache_path(asset, source)) as tmp:
+    with _temp_file_beside(cache_path(asset, source)) as tmp, data:
         with open(tmp, 'wb') as f:
             shutil.copyfileobj(data, f)
         _store_verified(asset, source, tmp)

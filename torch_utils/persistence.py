@@ -129,7 +129,8 @@ def import_hook(hook):
 def _reconstruct_persistent_obj(meta):
     """Rebuild a persistent object from its pickled meta. Called by unpickling."""
     meta = dnnlib.EasyDict(meta)
-    meta.state = dnnlib.EasyDict(meta.state)
+    if isinstance(meta.state, dict):
+        meta.state = dnnlib.EasyDict(meta.state)  # hooks may then edit it by attribute
     for hook in _import_hooks:
         meta = hook(meta)
         if meta is None:
