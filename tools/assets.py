@@ -407,7 +407,8 @@ def _cli():
         rows = [['Name', 'Cached', 'Size', 'Source', 'Description']]
         for a in list_assets():
             rows.append([a.name, 'yes' if a.cached else 'no', _format_size(a.size),
-                         a.source or ' > '.join(a.sources), a.description])
+                         a.source or ' > '.join('url' if s.startswith('url:') else s for s in a.sources),
+                         a.description])
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             click.echo('  '.join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]))
