@@ -266,11 +266,13 @@ def _run(fn, *args, **kwargs):
 @click.option('--seed', help='[slides] Random seed', type=int, default=0, show_default=True)
 @click.option('--workers', help='[slides] Reader processes', type=click.IntRange(min=1), default=1,
               show_default=True)
+@click.option('--compress-level', help='[slides] PNG zlib level, 0 = stored like the official tool',
+              type=click.IntRange(0, 9), default=0, show_default=True)
 @click.option('--shard', help='[slides] Process share i of n of the sorted slide list, e.g. 0/4', metavar='i/n')
 @click.option('--preview', help='[slides] Write a Fig 2 panel per slide into this folder', metavar='DIR')
 def convert(source, dest, overwrite, max_images, transform, resolution, resize_filter, annotations, patch_size,
             level, mpp, tissue_min, tissue_method, downscale, sampling, stride, no_overlap, patches_per_slide, label,
-            tumor_min, seed, workers, shard, preview):
+            tumor_min, seed, workers, compress_level, shard, preview):
     """Convert images or whole-slide images into a dataset (the default command)."""
     if _run(slide_dataset.is_wsi_source, source):
         if transform is not None or resolution is not None or max_images is not None:
@@ -279,7 +281,7 @@ def convert(source, dest, overwrite, max_images, transform, resolution, resize_f
         opts = _run(slide_dataset.default_options, patch_size=patch_size, level=level, mpp=mpp,
                     tissue_min=tissue_min, tissue_method=tissue_method, downscale=downscale, sampling=sampling,
                     stride=stride, no_overlap=no_overlap, patches_per_slide=patches_per_slide, label=label,
-                    tumor_min=tumor_min, seed=seed, shard=shard)
+                    tumor_min=tumor_min, seed=seed, shard=shard, compress_level=compress_level)
         summary = _run(slide_dataset.convert_slides, source, dest, opts, annotations_dir=annotations,
                        workers=workers, preview_dir=preview, overwrite=overwrite)
         click.echo(slide_dataset.format_summary(summary))

@@ -110,3 +110,28 @@ def test_bad_files(tmp_path, he_slide_path):
     with pytest.raises(UserError, match='truncated.svs'):
         with wsi.open_slide(str(truncated)) as slide:
             slide.read_region(0, 0, 0, slide.dimensions)
+
+
+def test_thumbnail_sources_agree(tmp_path, he_image):
+    # One-level generic TIFF: the band reader and a thumbnail made from the decoded level are the same pixels,
+    # and both are box averages over each thumbnail cell.
+    path = str(tmp_path / 'flat.tif')
+    img = np.ascontiguousarray(he_image[:1000, :900])
+    wsi.write_pyramid_tiff(path, img, levels=1, mpp=0.5)
+    with wsi.open_slide(path) as slide:
+        assert not slide.has_associated_thumbnail(32)
+        banded = slide.thumbnail(32, band_rows=7)
+        whole = slide.thumbnail(32, level_image=slide.read_level(0), level=0)
+    np.testing.assert_array_equal(banded, whole)
+    assert banded.shape == (32, 29, 3)
+    ref = PIL.Image.fromarray(img).resize((29, 32), PIL.Image.BOX)
+    assert np.abs(banded.astype(int) - np.asarray(ref)).max() <= 1
+
+
+def test_associated_thumbnail_used_when_cheaper(he_slide_path, he_image):
+    with wsi.open_slide(he_slide_path) as slide:
+        assert slide.has_associated_thumbnail(32)       # 574x768 stored thumbnail, full-slide aspect ratio
+        assert not slide.has_associated_thumbnail(2)    # coarser than asked for
+        thumb = slide.thumbnail(32)
+    ref = np.asarray(PIL.Image.fromarray(he_image).resize((70, 93), PIL.Image.BOX)).astype(int)
+    assert np.abs(thumb.astype(int) - ref).mean() < 4

@@ -31,7 +31,8 @@ PREVIEW_HEIGHT = 512
 def default_options(**kwargs) -> EasyDict:
     opts = EasyDict(patch_size=256, level=None, mpp=None, tissue_min=0.9, tissue_method='deep-histopath',
                     downscale=DEFAULT_DOWNSCALE, sampling='grid', stride=None, no_overlap=False,
-                    patches_per_slide=None, label='none', tumor_min=0.5, seed=0, shard=None)
+                    patches_per_slide=None, label='none', tumor_min=0.5, seed=0, shard=None,
+                    compress_level=pt.PNG_COMPRESS_LEVEL)
     for key, value in kwargs.items():
         if key not in opts:
             raise TypeError(f'unknown option {key!r}')
@@ -121,14 +122,21 @@ def slide_rng(seed: int, slide_name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(slide_name.encode('utf-8'))])
 
 
-def plan_slide(slide, opts: EasyDict, regions: list | None = None) -> EasyDict:
-    """Everything about a slide's patches except their pixels."""
+def plan_slide(slide, opts: EasyDict, regions: list | None = None, level_image: np.ndarray | None = None) -> EasyDict:
+    """Everything about a slide's patches except their pixels.
+
+    `level_image`: the patch level already decoded whole; the thumbnail is made from it when that level is
+    the one the thumbnail would be read from anyway (so the mask does not depend on this shortcut).
+    """
     if opts.tissue_method not in TISSUE_METHODS:
         raise UserError(f'unknown --tissue-method {opts.tissue_method!r}')
     if not 0 <= opts.tissue_min <= 1:
         raise UserError(f'--tissue-min must be in [0, 1], got {opts.tissue_min}')
     geom = pt.patch_geometry(slide, opts.patch_size, level=opts.level, mpp=opts.mpp)
-    thumb = slide.thumbnail(opts.downscale)
+    if level_image is not None and slide.best_level_for_downsample(opts.downscale) == geom.level:
+        thumb = slide.thumbnail(opts.downscale, level_image=level_image, level=geom.level)
+    else:
+        thumb = slide.thumbnail(opts.downscale)
     mask = tissue_mask(thumb, opts.tissue_method)
     w, h = slide.dimensions
     cell = (w / mask.shape[1], h / mask.shape[0])
@@ -173,6 +181,17 @@ def plan_slide(slide, opts: EasyDict, regions: list | None = None) -> EasyDict:
                     labels=labels, tumor_fraction=tumor_fraction, kept=kept)
 
 
+def read_level_if_cheap(slide, opts: EasyDict) -> np.ndarray | None:
+    """The whole patch level, when the thumbnail has to decode that level anyway and it fits in memory."""
+    geom = pt.patch_geometry(slide, opts.patch_size, level=opts.level, mpp=opts.mpp)
+    lw, lh = geom.level_dims
+    if lw * lh > pt.IN_MEMORY_MAX_PIXELS or slide.best_level_for_downsample(opts.downscale) != geom.level:
+        return None
+    if slide.has_associated_thumbnail(opts.downscale):
+        return None
+    return slide.read_level(geom.level)
+
+
 def patch_metadata(slide, plan: EasyDict, index: int) -> dict:
     g = plan.geom
     label = plan.labels[index]
@@ -212,14 +231,15 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
                        kept=0, labels={}, seconds=0.0, skipped_slides=[])
     start = time.time()
     slide_info = {}
-    with DatasetWriter(dest, overwrite=overwrite) as writer, pt.PatchReader(workers) as reader:
+    with DatasetWriter(dest, overwrite=overwrite) as writer, pt.PatchReader(workers, opts.compress_level) as reader:
         for path in slides:
             with open_slide(path) as slide:
                 regions = None
                 if annotations_dir is not None:
                     ann_path = ann.find_annotation(annotations_dir, slide.name)
                     regions = ann.load_annotations(ann_path) if ann_path is not None else None
-                plan = plan_slide(slide, opts, regions)
+                level_image = read_level_if_cheap(slide, opts)
+                plan = plan_slide(slide, opts, regions, level_image=level_image)
                 if preview_dir is not None:
                     # A sharper picture than the mask's 1/32 thumbnail, about PREVIEW_HEIGHT px tall.
                     picture = slide.thumbnail(max(1.0, slide.dimensions[1] / PREVIEW_HEIGHT))
@@ -236,7 +256,7 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
                 bar = tqdm.tqdm(total=len(plan.kept), desc=slide.name, unit='patch', disable=not progress,
                                 leave=False, dynamic_ncols=True)
                 with bar:
-                    for local, png in reader.read(path, plan.xy[plan.kept], plan.geom):
+                    for local, png in reader.read(path, plan.xy[plan.kept], plan.geom, level_image=level_image):
                         index = int(plan.kept[local])
                         meta = patch_metadata(slide, plan, index)
                         writer.add(png, meta['label'], meta)

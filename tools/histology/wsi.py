@@ -42,6 +42,7 @@ class Slide:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.name = os.path.splitext(os.path.basename(path))[0]
+        self._assoc_thumb = None
         if not os.path.isfile(path):
             raise UserError(f'{path}: no such slide file')
         ext = os.path.splitext(path)[1].lower()
@@ -112,6 +113,9 @@ class Slide:
     def level_mpp(self, level: int) -> float | None:
         return None if self.mpp is None else self.mpp * self.level_downsamples[level]
 
+    def best_level_for_downsample(self, downsample: float) -> int:
+        return self._osr.get_best_level_for_downsample(downsample)
+
     def check_level(self, level: int) -> None:
         if not 0 <= level < self.level_count:
             raise UserError(f'{self.path}: level {level} does not exist (slide has {self.level_count} levels)')
@@ -145,19 +149,19 @@ class Slide:
         """
         w, h = int(size[0]), int(size[1])
         try:
-            rgba = self._osr.read_region((int(x), int(y)), int(level), (w, h))
+            img = self._osr.read_region((int(x), int(y)), int(level), (w, h))
         except (openslide.OpenSlideError, OSError, ValueError) as err:
             raise UserError(f'{self.path}: cannot read region at ({x}, {y}) level {level} ({_one_line(err)})') from None
-        arr = np.asarray(rgba)
-        if arr.shape[2] == 3:
-            return arr
-        rgb = arr[..., :3]
-        alpha = arr[..., 3]
-        if alpha.min() == 255:
-            return np.ascontiguousarray(rgb)
-        # OpenSlide returns premultiplied-alpha-free RGBA; composite onto white.
-        a = alpha[..., None].astype(np.uint16)
-        return ((rgb.astype(np.uint16) * a + 255 * (255 - a)) // 255).astype(np.uint8)
+        if img.mode == 'RGBA' and img.getchannel('A').getextrema()[0] < 255:
+            white = PIL.Image.new('RGBA', img.size, (255, 255, 255, 255))
+            white.alpha_composite(img)
+            img = white
+        return np.asarray(img.convert('RGB'))
+
+    def read_level(self, level: int) -> np.ndarray:
+        """The whole of `level` as uint8 [H, W, 3] (only sensible for small levels)."""
+        self.check_level(level)
+        return self.read_region(0, 0, level, self.level_dimensions[level])
 
     def read_region_mpp(self, x: int, y: int, mpp: float, size: tuple[int, int]) -> np.ndarray:
         """uint8 [H, W, 3] region of `size` pixels at `mpp`: read at the nearest finer level, then resize."""
@@ -173,14 +177,24 @@ class Slide:
         w, h = self.dimensions
         return max(1, int(math.ceil(w / downscale))), max(1, int(math.ceil(h / downscale)))
 
-    def thumbnail(self, downscale: float = 32, band_rows: int = 256) -> np.ndarray:
+    def thumbnail(self, downscale: float = 32, band_rows: int = 256, level_image: np.ndarray | None = None,
+                  level: int | None = None) -> np.ndarray:
         """uint8 [h, w, 3] image of the whole slide, `downscale` times smaller than level 0 (sizes rounded up).
 
-        Read from the best pyramid level in horizontal bands so a gigapixel slide never sits in memory at once;
-        each band is box-filtered onto exactly its rows of the thumbnail (PIL resize with a sub-pixel source box).
+        Read from the best pyramid level in horizontal bands so a gigapixel slide never sits in memory at once,
+        or made from `level_image`, the whole of `level` already decoded. Each band is box-filtered onto exactly
+        its rows of the thumbnail (PIL resize with a sub-pixel source box).
         """
         tw, th = self.thumbnail_size(downscale)
-        level = self._osr.get_best_level_for_downsample(downscale)
+        if level_image is None:
+            level = self.best_level_for_downsample(downscale)
+            img = self._associated_thumbnail(downscale)
+            if img is not None:
+                if img.mode == 'RGBA':
+                    white = PIL.Image.new('RGBA', img.size, (255, 255, 255, 255))
+                    white.alpha_composite(img)
+                    img = white
+                return np.asarray(img.convert('RGB').resize((tw, th), PIL.Image.BOX))
         lw, lh = self.level_dimensions[level]
         ds = self.level_downsamples[level]
         sy = lh / th  # level rows per thumbnail row
@@ -189,11 +203,34 @@ class Slide:
             r1 = min(th, r0 + band_rows)
             y0 = int(math.floor(r0 * sy))
             y1 = min(lh, int(math.ceil(r1 * sy)))
-            region = self.read_region(0, int(round(y0 * ds)), level, (lw, y1 - y0))
+            if level_image is not None:
+                region = level_image[y0:y1]
+            else:
+                region = self.read_region(0, int(round(y0 * ds)), level, (lw, y1 - y0))
             band = PIL.Image.fromarray(region).resize((tw, r1 - r0), PIL.Image.BOX,
                                                       box=(0, r0 * sy - y0, lw, min(r1 * sy, lh) - y0))
             bands.append(np.asarray(band))
         return np.concatenate(bands, axis=0)
+
+    def _associated_thumbnail(self, downscale: float) -> PIL.Image.Image | None:
+        """The scanner's stored thumbnail when it covers the whole slide (same aspect ratio within 0.5 %), is at
+        least as fine as `downscale`, and is much cheaper than decoding the pyramid level; else None."""
+        if not isinstance(self._osr, openslide.OpenSlide) or 'thumbnail' not in self._osr.associated_images:
+            return None
+        if self._assoc_thumb is None:
+            try:
+                self._assoc_thumb = self._osr.associated_images['thumbnail']
+            except openslide.OpenSlideError:
+                return None
+        tw, th = self.thumbnail_size(downscale)
+        lw, lh = self.level_dimensions[self.best_level_for_downsample(downscale)]
+        (w, h), (aw, ah) = self.dimensions, self._assoc_thumb.size
+        if aw < tw or ah < th or abs((aw / ah) / (w / h) - 1) > 0.005 or lw * lh < 4 * aw * ah:
+            return None
+        return self._assoc_thumb
+
+    def has_associated_thumbnail(self, downscale: float) -> bool:
+        return self._associated_thumbnail(downscale) is not None
 
     def describe(self) -> dict:
         """JSON-ready summary that the dataset metadata keeps for every slide."""
