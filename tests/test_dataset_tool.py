@@ -295,3 +295,41 @@ def test_cli_subprocess_exit_code(tmp_path):
     assert 'Traceback' not in proc.stderr and proc.stderr.strip().count('\n') == 0
     assert 'notes.ndpi: cannot open as a slide' in proc.stderr
     assert not os.path.exists(tmp_path / 'x.zip')
+
+
+def test_mpp_level_and_random_sampling(tmp_path, he_image):
+    path = tmp_path / 'pyr' / 'cmu_pyr.tif'
+    path.parent.mkdir()
+    wsi.write_pyramid_tiff(str(path), he_image, levels=3, mpp=0.499, flavor='aperio', objective_power=20)
+    run('--source', path.parent, '--dest', tmp_path / 'mpp.zip', '--patch-size', 64, '--mpp', 1.5,
+        '--patches-per-slide', 6)
+    _labels, meta, pngs = read_zip(tmp_path / 'mpp.zip')
+    for fname, m in meta['patches'].items():
+        # 1.5 um/px: nearest finer level 1 (0.998 um/px), 96 px read there, resized to 64.
+        assert (m['level'], m['read_size'], m['size'], m['mpp']) == (1, 96, 64, 1.5)
+        assert decode(pngs[fname]).shape == (64, 64, 3)
+    assert meta['slides']['cmu_pyr']['mpp'] == pytest.approx(0.499)
+    run('--source', path, '--dest', tmp_path / 'lvl.zip', '--patch-size', 32, '--level', 2, '--tissue-min', 0.5,
+        '--patches-per-slide', 5)
+    assert {m['level'] for m in read_zip(tmp_path / 'lvl.zip')[1]['patches'].values()} == {2}
+    for r in range(2):
+        run('--source', path, '--dest', tmp_path / f'rnd{r}.zip', '--patch-size', 64, '--sampling', 'random',
+            '--no-overlap', '--tissue-min', 0.5, '--seed', 7)
+    assert open(tmp_path / 'rnd0.zip', 'rb').read() == open(tmp_path / 'rnd1.zip', 'rb').read()
+    xy = np.array([(m['x'], m['y']) for m in read_zip(tmp_path / 'rnd0.zip')[1]['patches'].values()])
+    assert len(xy) > 10 and xy[:, 0].min() % 64 + xy[:, 1].min() % 64 > 0  # not just the grid
+    apart = (np.abs(xy[:, None] - xy[None, :]) >= 64).any(axis=2)
+    assert apart.sum() == len(xy) * (len(xy) - 1)
+
+
+def test_preview_overlay_colours():
+    from tools.histology import patches as pt
+    from tools.histology.preview import CLASS_COLORS, class_overlay
+    xy = np.array([[x, y] for y in range(0, 400, 100) for x in range(0, 400, 100)])
+    classes = np.array([pt.CLASS_TISSUE, pt.CLASS_PARTIAL, pt.CLASS_BACKGROUND, pt.CLASS_TISSUE] * 4)
+    overlay = class_overlay((40, 40), (10.0, 10.0), xy, 100, classes)
+    import matplotlib.colors
+    for k, cls in enumerate(classes):
+        x, y = xy[k] // 10
+        np.testing.assert_allclose(overlay[y + 1:y + 9, x + 1:x + 9],
+                                   np.broadcast_to(matplotlib.colors.to_rgba(CLASS_COLORS[cls], 0.45), (8, 8, 4)))
