@@ -217,7 +217,11 @@ class DefaultCommandGroup(click.Group):
 
 @click.group(cls=DefaultCommandGroup)
 def main():
-    """Make StyleGAN2-ADA datasets from images or whole-slide images; `convert` is the default command."""
+    """Make StyleGAN2-ADA datasets from images or whole-slide images.
+
+    `convert` is the default command: `python dataset_tool.py --source=... --dest=...`. See
+    `python dataset_tool.py convert --help` for all its options.
+    """
 
 
 def _run(fn, *args, **kwargs):
@@ -297,7 +301,8 @@ def convert(source, dest, overwrite, max_images, transform, resolution, resize_f
 @click.option('--overwrite', help='Replace an existing destination', is_flag=True)
 @click.argument('sources', nargs=-1, required=True)
 def merge(dest, overwrite, sources):
-    """Concatenate dataset zips (e.g. --shard outputs, in shard order) into one dataset."""
+    """Concatenate dataset zips, such as --shard outputs in shard order, into one dataset."""
+    _run(check_dest, dest, overwrite)
     with tqdm.tqdm(desc='merge', unit='img') as bar:
         summary = _run(merge_datasets, dest, list(sources), overwrite=overwrite, progress=bar.update)
     click.echo(f'Merged {summary["sources"]} datasets: {summary["images"]} images from {summary["slides"]} slides '
