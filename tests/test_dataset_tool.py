@@ -247,6 +247,14 @@ def bad_input_cases(tmp_path, slide_dir, he_slide_path):
     data = open(he_slide_path, 'rb').read()
     (tmp_path / 'trunc').mkdir()
     (tmp_path / 'trunc' / 'cut.svs').write_bytes(data[:len(data) // 3])
+    # Damaged tile data: the slide opens, a worker process fails reading a region.
+    import tifffile
+    page = tifffile.TiffFile(he_slide_path).pages[0]
+    damaged = bytearray(data)
+    for off, count in list(zip(page.dataoffsets, page.databytecounts))[40:60]:
+        damaged[off:off + count] = b'\xff' * count
+    (tmp_path / 'damaged').mkdir()
+    (tmp_path / 'damaged' / 'bad_tiles.svs').write_bytes(bytes(damaged))
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'badxml').mkdir()
     (tmp_path / 'badxml' / 'slide_a.xml').write_text('<ASAP_Annotations><Annotations><Annotation>')
@@ -259,6 +267,8 @@ def bad_input_cases(tmp_path, slide_dir, he_slide_path):
     return [
         ('non-slide file', ['--source', text], 'cannot open as a slide'),
         ('truncated slide', ['--source', tmp_path / 'trunc', '--patch-size', 64], 'cut.svs'),
+        ('damaged tiles', ['--source', tmp_path / 'damaged', '--patch-size', 64, '--workers', 2],
+         'bad_tiles.svs: cannot read region'),
         ('empty folder', ['--source', tmp_path / 'empty'], 'no images found'),
         ('malformed xml', ['--source', slide, '--annotations', tmp_path / 'badxml', '--label', 'from-annotations'],
          'cannot parse ASAP XML'),
@@ -333,3 +343,19 @@ def test_preview_overlay_colours():
         x, y = xy[k] // 10
         np.testing.assert_allclose(overlay[y + 1:y + 9, x + 1:x + 9],
                                    np.broadcast_to(matplotlib.colors.to_rgba(CLASS_COLORS[cls], 0.45), (8, 8, 4)))
+
+
+def test_merge_rejects_mismatched_sources(basic_run, slide_dir, tmp_path):
+    dest, _output, _out = basic_run
+    small = ['--source', slide_dir, '--patches-per-slide', 3]
+    run(*small, '--dest', tmp_path / 'labelled.zip', '--patch-size', 64, '--label', 'normal')
+    run(*small, '--dest', tmp_path / 'p32.zip', '--patch-size', 32)
+    (tmp_path / 'junk.zip').write_text('no zip')
+    cases = [([dest, tmp_path / 'labelled.zip'], 'some sources have labels and some do not'),
+             ([dest, tmp_path / 'p32.zip'], 'different options'),
+             ([dest, tmp_path / 'junk.zip'], 'not a dataset zip'),
+             ([dest, dest], 'appears in more than one source')]
+    for sources, message in cases:
+        result = run('merge', '--dest', tmp_path / 'merged.zip', *sources, ok=False)
+        assert result.exit_code != 0 and message in result.output and 'Traceback' not in result.output, message
+        assert not os.path.exists(tmp_path / 'merged.zip')
