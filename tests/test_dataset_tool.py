@@ -359,3 +359,19 @@ def test_merge_rejects_mismatched_sources(basic_run, slide_dir, tmp_path):
         result = run('merge', '--dest', tmp_path / 'merged.zip', *sources, ok=False)
         assert result.exit_code != 0 and message in result.output and 'Traceback' not in result.output, message
         assert not os.path.exists(tmp_path / 'merged.zip')
+
+
+def test_plain_image_as_one_level_slide(tmp_path):
+    from tools import assets
+    tile = assets.fetch('tia-tumour-tile')  # real H&E tumour tile, 1000x1000 PNG, no mpp
+    run('--source', tile, '--dest', tmp_path / 'tile.zip', '--patch-size', 128, '--patches-per-slide', 6)
+    _labels, meta, pngs = read_zip(tmp_path / 'tile.zip')
+    assert len(pngs) == 6
+    (info,) = meta['slides'].values()
+    assert info['dimensions'] == [1000, 1000] and info['level_count'] == 1 and info['mpp'] is None
+    image = np.asarray(PIL.Image.open(tile).convert('RGB'))
+    for fname, m in meta['patches'].items():
+        assert m['mpp'] is None and m['tissue_fraction'] >= 0.9
+        np.testing.assert_array_equal(decode(pngs[fname]), image[m['y']:m['y'] + 128, m['x']:m['x'] + 128])
+    result = run('--source', tile, '--dest', tmp_path / 'mpp.zip', '--mpp', 1.0, ok=False)
+    assert 'no mpp' in result.output and not os.path.exists(tmp_path / 'mpp.zip')

@@ -49,14 +49,14 @@ def _is_glob(source: str) -> bool:
 
 
 def is_wsi_source(source: str) -> bool:
-    """True when `source` names slides (a slide file, a folder holding slides, a glob of them, a .txt list)."""
+    """True when `source` names slides: a slide or single image file, a folder holding slides, a glob matching
+    slides or images, or a .txt list. A folder of plain images is an image dataset (the official mode)."""
+    accepted = SLIDE_EXTENSIONS + IMAGE_EXTENSIONS + ('.txt',)
     if _is_glob(source):
-        return any(is_slide_file(p) for p in glob.glob(source, recursive=True))
-    if os.path.isfile(source):
-        return is_slide_file(source) or source.lower().endswith('.txt')
+        return any(p.lower().endswith(accepted) for p in glob.glob(source, recursive=True))
     if os.path.isdir(source):
         return any(is_slide_file(f) for _root, _dirs, files in os.walk(source) for f in files)
-    return is_slide_file(source) or source.lower().endswith('.txt')
+    return source.lower().endswith(accepted)
 
 
 def find_slides(source: str) -> list[str]:
@@ -232,7 +232,8 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
     start = time.time()
     slide_info = {}
     with DatasetWriter(dest, overwrite=overwrite) as writer, pt.PatchReader(workers, opts.compress_level) as reader:
-        for path in slides:
+        for path in tqdm.tqdm(slides, desc='slides', unit='slide', disable=not progress or len(slides) == 1,
+                              dynamic_ncols=True):
             with open_slide(path) as slide:
                 regions = None
                 if annotations_dir is not None:
