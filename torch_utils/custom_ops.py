@@ -7,6 +7,7 @@ one warning when a plugin cannot be built, so a missing compiler never stops tra
 """
 
 import contextlib
+import filecmp
 import glob
 import hashlib
 import logging
@@ -225,10 +226,13 @@ def _copy_sources(files, build_dir):
     copies = []
     for path in files:
         dst = os.path.join(build_dir, os.path.basename(path))
+        copies.append(dst)
+        # Rewriting an identical copy would make it newer than its object file, and ninja would rebuild.
+        if os.path.isfile(dst) and filecmp.cmp(path, dst, shallow=False):
+            continue
         tmp = f'{dst}.tmp{os.getpid()}'
         shutil.copyfile(path, tmp)
         os.replace(tmp, dst)
-        copies.append(dst)
     return copies
 
 
