@@ -4,8 +4,10 @@ Every op is applied to each image independently with probability `<op multiplier
 buffer moved by the ADA controller in the training loop. All geometric ops (flips, 90-degree turns,
 translations, scaling, rotation) are gathered into one inverse 2D transform and executed with a
 single resampling: reflect-pad, 2x upsample with an orthogonal wavelet low-pass, bilinear
-grid_sample, 2x downsample with the same filter. Because the wavelet is orthogonal, integer moves
-come out exact. Colour ops are gathered into one 4x4 matrix acting on (R, G, B, 1).
+grid_sample, 2x downsample with the same filter (integer translations come out exact; the wavelet
+is not symmetric, so flips and quarter turns pick up a slight blur). When a pipeline has only
+flips, quarter turns and integer translations (presets 'blit' and 'histo') the pixels are copied
+exactly instead. Colour ops are gathered into one 4x4 matrix acting on (R, G, B, 1).
 """
 
 import numpy as np
@@ -238,7 +240,10 @@ class AugmentPipe(torch.nn.Module):
             geom = True
 
         if geom:
-            images = self._resample(images, G_inv.expand(N, 3, 3))
+            if max(self.scale, self.rotate, self.aniso, self.xfrac) > 0:
+                images = self._resample(images, G_inv.expand(N, 3, 3))
+            else: # only flips, quarter turns and integer moves: copy pixels, no resampling blur
+                images = self._blit(images, G_inv.expand(N, 3, 3))
 
         # Colour matrix acting on homogeneous (R, G, B, 1).
         I_4 = torch.eye(4, device=dev)
@@ -325,6 +330,25 @@ class AugmentPipe(torch.nn.Module):
 
         return images
 
+    def _blit(self, images, G_inv):
+        """Apply an integer inverse transform G_inv [N, 3, 3] exactly: gather pixels, reflecting at the borders."""
+        N, C, H, W = images.shape
+        dev = images.device
+        cx, cy = (W - 1) / 2, (H - 1) / 2
+        oy, ox = torch.meshgrid(torch.arange(H, device=dev) - cy, torch.arange(W, device=dev) - cx, indexing='ij')
+        G = G_inv.reshape(N, 3, 3, 1, 1)
+        src_x = torch.round(G[:, 0, 0] * ox + G[:, 0, 1] * oy + G[:, 0, 2] + cx).to(torch.int64)
+        src_y = torch.round(G[:, 1, 0] * ox + G[:, 1, 1] * oy + G[:, 1, 2] + cy).to(torch.int64)
+
+        def reflect(i, n): # same convention as torch's 'reflect' padding (edge pixel not repeated)
+            if n == 1:
+                return torch.zeros_like(i)
+            i = i.remainder(2 * (n - 1))
+            return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+        index = (reflect(src_y, H) * W + reflect(src_x, W)).reshape(N, 1, H * W).expand(N, C, H * W)
+        return images.reshape(N, C, H * W).gather(2, index).reshape(N, C, H, W)
+
     def _resample(self, images, G_inv):
         """Apply the inverse transform G_inv [N, 3, 3] with one band-limited resampling."""
         N, C, H, W = images.shape
@@ -383,7 +407,8 @@ class AugmentPipe(torch.nn.Module):
         taps = taps.unsqueeze(1).repeat([1, C, 1]).reshape(N * C, 1, -1)
         half = self.Hz_fbank.shape[1] // 2
         x = images.reshape(1, N * C, H, W)
-        x = torch.nn.functional.pad(x, [half, half, half, half], mode='reflect')
+        mode = 'reflect' if half < min(H, W) else 'replicate' # reflection needs the image larger than the filter
+        x = torch.nn.functional.pad(x, [half, half, half, half], mode=mode)
         x = conv2d_gradfix.conv2d(x, taps.unsqueeze(2), groups=N * C)
         x = conv2d_gradfix.conv2d(x, taps.unsqueeze(3), groups=N * C)
         return x.reshape(N, C, H, W)
