@@ -580,13 +580,15 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.out = layers.FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x, img, cmap, force_fp32=False):
-        misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
         _ = force_fp32  # the epilogue always runs in float32
-        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        if x is not None:  # None only for a 4x4 discriminator, whose image enters through fromrgb
+            misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
+            x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if self.architecture == 'skip':
             misc.assert_shape(img, [None, self.img_channels, self.resolution, self.resolution])
             img = img.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-            x = x + self.fromrgb(img)
+            y = self.fromrgb(img)
+            x = x + y if x is not None else y
 
         if self.mbstd is not None:
             x = self.mbstd(x)
@@ -653,6 +655,10 @@ class Discriminator(torch.nn.Module):
         if c_dim > 0:
             self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None,
                 **mapping_kwargs)
+        # A 4x4 discriminator has no blocks (the official code needs at least 8x8): its image enters the
+        # epilogue through a fromrgb layer, as in the skip architecture.
+        if not self.block_resolutions:
+            common_kwargs['architecture'] = 'skip'
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs,
             **common_kwargs)
 
