@@ -1,0 +1,101 @@
+"""Generate images with a trained network (StyleGAN2-ADA compatible: the same seed gives the same image)."""
+
+import os
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import dnnlib
+from tools import cli_utils
+
+#----------------------------------------------------------------------------
+
+def seed_to_z(seed, z_dim):
+    """The latent of a seed, exactly as the official tools draw it: [1, z_dim] float64 numpy."""
+    return np.random.RandomState(seed).randn(1, z_dim)
+
+def generate_images(G, seeds, truncation_psi=1, noise_mode='const', class_idx=None):
+    """Yield (seed, uint8 HWC image) for each seed."""
+    device = next(G.parameters()).device
+    label = cli_utils.class_label(G, class_idx, device)
+    for seed in seeds:
+        z = torch.from_numpy(seed_to_z(seed, G.z_dim)).to(device)
+        img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        yield seed, cli_utils.images_to_uint8(img)[0]
+
+def synthesize_projected(G, ws, noise_mode='const'):
+    """Yield uint8 HWC images for projected latents ws [N, num_ws, w_dim]."""
+    device = next(G.parameters()).device
+    ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32, device=device)
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+        raise dnnlib.util.UserError(f'projected w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]')
+    for w in ws:
+        yield cli_utils.images_to_uint8(G.synthesis(w.unsqueeze(0), noise_mode=noise_mode))[0]
+
+def load_projected_w(path):
+    """The array `w` of a projector .npz file."""
+    try:
+        with np.load(path) as npz:
+            if 'w' not in npz:
+                raise dnnlib.util.UserError(f"'{path}' has no array 'w' (it has: {', '.join(npz.files)})")
+            return npz['w']
+    except (OSError, ValueError) as err:
+        raise dnnlib.util.UserError(f"cannot read '{path}' as .npz ({err})")
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', 'network', help='Network snapshot: .pkl or .safetensors, path or URL', required=True)
+@click.option('--seeds', type=cli_utils.NumberRange(), help='List of random seeds, e.g. 1,2,5-9')
+@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi (1 = no truncation)', default=1, show_default=True)
+@click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label index (conditional networks)')
+@click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--projected-w', help='Synthesize from projected latents: .npz with w [N, num_ws, w_dim]', type=str, metavar='FILE')
+@click.option('--grid', 'save_grid', help='Also write all images as one grid.png', is_flag=True, default=False)
+@click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
+def generate_images_cmd(network, seeds, truncation_psi, class_idx, noise_mode, projected_w, save_grid, outdir):
+    """Generate images using a pretrained network snapshot.
+
+    \b
+    # One image per seed (seed0001.png, ...), device chosen automatically (CUDA if available).
+    python generate.py --network=network-snapshot-000800.pkl --seeds=1-4 --trunc=0.7 --outdir=out
+
+    \b
+    # Images from projected latents (proj00.png, ...).
+    python generate.py --network=net.safetensors --projected-w=projected_w.npz --outdir=out
+    """
+    try:
+        if projected_w is None and seeds is None:
+            raise dnnlib.util.UserError('give --seeds (or --projected-w)')
+        ws = load_projected_w(projected_w) if projected_w is not None else None
+        print(f'Loading network from "{network}"...')
+        G = cli_utils.load_network(network, key='G_ema')
+        cli_utils.make_outdir(outdir)
+
+        images = []
+        with torch.no_grad():
+            if ws is not None:
+                if seeds is not None:
+                    print('warning: --seeds ignored when using --projected-w')
+                for idx, img in enumerate(tqdm(synthesize_projected(G, ws, noise_mode=noise_mode), total=len(ws), desc='projected w')):
+                    cli_utils.save_image(img, os.path.join(outdir, f'proj{idx:02d}.png'))
+                    images.append(img)
+            else:
+                for seed, img in tqdm(generate_images(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                        class_idx=class_idx), total=len(seeds), desc='seeds'):
+                    cli_utils.save_image(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+                    images.append(img)
+        if save_grid:
+            cli_utils.save_image(cli_utils.make_image_grid(np.stack(images)), os.path.join(outdir, 'grid.png'))
+        print(f'Wrote {len(images)} image{"s" if len(images) != 1 else ""}{" and grid.png" if save_grid else ""} to {outdir}')
+    except dnnlib.util.UserError as err:
+        raise click.ClickException(str(err))
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    generate_images_cmd()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Helpers shared by the command-line tools: number ranges, network loading, images out, atomic writes."""
+
+import math
+import os
+import re
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+
+#----------------------------------------------------------------------------
+
+def parse_range(s):
+    """'1,2,5-9' -> [1, 2, 5, 6, 7, 8, 9]. Accepts a list of ints unchanged (click may call twice)."""
+    if isinstance(s, (list, tuple)):
+        return list(s)
+    text = str(s).strip()
+    if not text:
+        raise dnnlib.util.UserError('empty number list (expected e.g. 1,2,5-9)')
+    values = []
+    for part in text.split(','):
+        part = part.strip()
+        match = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if hi < lo:
+                raise dnnlib.util.UserError(f"descending range '{part}' in '{text}' (write it as {hi}-{lo})")
+            values.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            values.append(int(part))
+        else:
+            raise dnnlib.util.UserError(f"cannot parse '{part}' in '{text}' (expected non-negative integers and ranges like 1,2,5-9)")
+    return values
+
+class NumberRange(click.ParamType):
+    """click type for parse_range(): a bad list becomes click's one-line usage error."""
+    name = 'range'
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_range(value)
+        except dnnlib.util.UserError as err:
+            self.fail(str(err), param, ctx)
+
+#----------------------------------------------------------------------------
+
+def default_device():
+    """CUDA when available, otherwise the CPU."""
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def load_network(network, key='G_ema', device=None):
+    """One module (default the EMA generator) of a snapshot given as .pkl / .safetensors path or URL.
+
+    The module comes back in eval mode, without gradients, on `device` (default: default_device()).
+    """
+    import legacy  # root module; imported here so tools stays importable on its own
+    data = legacy.load_network(network)
+    module = data.get(key, None)
+    if module is None:
+        present = [k for k in ('G', 'D', 'G_ema') if data.get(k, None) is not None]
+        raise dnnlib.util.UserError(f"'{network}' has no '{key}' network (it has: {', '.join(present) or 'none'})")
+    device = default_device() if device is None else torch.device(device)
+    return module.eval().requires_grad_(False).to(device)
+
+def class_label(G, class_idx, device):
+    """One-hot label [1, c_dim] for a conditional G; zeros [1, 0] for an unconditional one."""
+    label = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim != 0:
+        if class_idx is None:
+            raise dnnlib.util.UserError('this network is conditional: choose a class with --class')
+        if not 0 <= class_idx < G.c_dim:
+            raise dnnlib.util.UserError(f'--class={class_idx} is out of range: the network has classes 0..{G.c_dim - 1}')
+        label[:, class_idx] = 1
+    elif class_idx is not None:
+        print('warning: --class ignored, the network is unconditional')
+    return label
+
+#----------------------------------------------------------------------------
+
+def images_to_uint8(img):
+    """Float images [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C] (rounding as the official tools do)."""
+    assert img.ndim == 4
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+def make_image_grid(images, grid_w=None):
+    """uint8 [N, H, W, C] -> one uint8 [rows*H, grid_w*W, C] image, row-major, empty cells black."""
+    images = np.asarray(images)
+    assert images.ndim == 4 and images.dtype == np.uint8
+    n, h, w, c = images.shape
+    if grid_w is None:
+        grid_w = max(int(math.ceil(math.sqrt(n))), 1)
+    grid_h = max(int(math.ceil(n / grid_w)), 1)
+    grid = np.zeros([grid_h * h, grid_w * w, c], dtype=np.uint8)
+    for idx, image in enumerate(images):
+        y, x = divmod(idx, grid_w)
+        grid[y * h:(y + 1) * h, x * w:(x + 1) * w] = image
+    return grid
+
+def save_image(image, path):
+    """Write a uint8 HWC (C = 1 or 3) or HW image as PNG, atomically (temp file in the same folder, then rename)."""
+    image = np.asarray(image)
+    assert image.dtype == np.uint8
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    assert image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+    with dnnlib.util.atomic_write(path) as tmp:
+        PIL.Image.fromarray(image).save(tmp, format='PNG')  # uint8 HW -> 'L', HW3 -> 'RGB'
+    return path
+
+def make_outdir(outdir):
+    """Create the output folder; one clear error if that is impossible."""
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as err:
+        raise dnnlib.util.UserError(f"cannot create output folder '{outdir}': {err.strerror}")
+    return outdir
+
+#----------------------------------------------------------------------------
