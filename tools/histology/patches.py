@@ -246,6 +246,9 @@ class PatchReader:
     def _get_pool(self):
         # Started on first use: a run whose slides all fit in memory never pays for forking.
         if self._pool is None:
+            if self._threads is not None:  # never fork while encoder threads are alive
+                self._threads.shutdown()
+                self._threads = None
             ctx = multiprocessing.get_context('fork' if os.name == 'posix' else 'spawn')
             self._pool = ctx.Pool(self.workers, initializer=_init_worker)
         return self._pool
