@@ -1,0 +1,185 @@
+"""bias_act: 'ref' against numpy formulas, the fused 'cpu' kernel against 'ref', gradients to second order."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+import dnnlib
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act
+
+ACTS = list(bias_act.activation_funcs)
+
+
+def _numpy_act(act, v, alpha):
+    """Each activation written independently in numpy/scipy."""
+    return {
+        'linear':   lambda: v,
+        'relu':     lambda: np.maximum(v, 0),
+        'lrelu':    lambda: np.where(v > 0, v, v * alpha),
+        'tanh':     lambda: np.tanh(v),
+        'sigmoid':  lambda: scipy.special.expit(v),
+        'elu':      lambda: np.where(v > 0, v, np.expm1(v)),
+        'selu':     lambda: 1.0507009873554805 * np.where(v > 0, v, 1.6732632423543772 * np.expm1(v)),
+        'softplus': lambda: np.logaddexp(0, v),
+        'swish':    lambda: v * scipy.special.expit(v),
+    }[act]()
+
+
+@pytest.fixture(scope='module')
+def cpu_plugin():
+    # Build (or load from the on-disk cache) once; a failed build must fail these tests, not fall back.
+    return bias_act._cpu_plugin()
+
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('act', ACTS)
+def test_ref_matches_numpy(act):
+    rnd = np.random.RandomState(1)
+    x = rnd.randn(3, 5, 4, 2) * 3
+    b = rnd.randn(5)
+    spec = bias_act.activation_funcs[act]
+    alpha = spec.def_alpha if act != 'lrelu' else 0.2
+    expected = _numpy_act(act, x + b[None, :, None, None], alpha) * spec.def_gain
+    got = bias_act.bias_act(torch.from_numpy(x), torch.from_numpy(b), act=act, impl='ref').numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    clamped = bias_act.bias_act(torch.from_numpy(x), torch.from_numpy(b), act=act, gain=0.7, clamp=0.5, impl='ref').numpy()
+    np.testing.assert_allclose(clamped, np.clip(expected / spec.def_gain * 0.7, -0.5, 0.5), rtol=1e-12, atol=1e-12)
+
+
+def test_default_gains_and_alpha():
+    # The official table: sqrt(2) for the rectifiers and swish, lrelu slope 0.2.
+    gains = {act: spec.def_gain for act, spec in bias_act.activation_funcs.items()}
+    assert gains == pytest.approx({'linear': 1, 'relu': 2 ** 0.5, 'lrelu': 2 ** 0.5, 'tanh': 1, 'sigmoid': 1,
+                                   'elu': 1, 'selu': 1, 'softplus': 1, 'swish': 2 ** 0.5})
+    assert bias_act.activation_funcs['lrelu'].def_alpha == 0.2
+    y = bias_act.bias_act(torch.tensor([[-1.0, 2.0]]), act='lrelu', impl='ref')
+    assert torch.allclose(y, torch.tensor([[-0.2, 2.0]]) * 2 ** 0.5)
+
+# ----------------------------------------------------------------------------
+
+
+def _layout(x, kind):
+    if kind == 'contiguous':
+        return x
+    if kind == 'channels_last':
+        return x.contiguous(memory_format=torch.channels_last)
+    # A strided view: every other column of a wider tensor.
+    wide = torch.cat([x, torch.randn_like(x)], dim=-1)
+    return wide[..., 0::2] if x.shape[-1] > 0 else wide
+
+
+# (act, bias, dtype, layout, dim, gain, clamp, alpha): every activation with and without bias in both
+# dtypes, plus variations of layout, dim, gain, clamp and alpha spread over them.
+GRID = []
+for i, (act, with_bias, dtype) in enumerate(itertools.product(ACTS, [True, False], [torch.float32, torch.float64])):
+    layout = ['contiguous', 'channels_last', 'strided'][i % 3]
+    dim = [1, 1, 2, -1][i % 4]
+    gain = [None, 0.5, -1.3][i % 3]
+    clamp = [None, 0.8, 256][(i // 2) % 3]
+    alpha = [None, 0.1][i % 2] if act == 'lrelu' else None
+    GRID.append((act, with_bias, dtype, layout, dim, gain, clamp, alpha))
+
+
+@pytest.mark.parametrize('act,with_bias,dtype,layout,dim,gain,clamp,alpha', GRID)
+def test_cpu_matches_ref(cpu_plugin, act, with_bias, dtype, layout, dim, gain, clamp, alpha):
+    gen = torch.Generator().manual_seed(len(act) * 7 + dim)
+    x = _layout((torch.randn([3, 7, 5, 3], generator=gen, dtype=dtype) * 2), layout)
+    b = torch.randn([x.shape[dim]], generator=gen, dtype=dtype) if with_bias else None
+    kwargs = dict(b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    dy = torch.randn(x.shape, generator=gen, dtype=dtype)
+    outs = {}
+    for impl in ['ref', 'cpu']:
+        xi = x.detach().requires_grad_(True)
+        bi = b.detach().requires_grad_(True) if b is not None else None
+        y = bias_act.bias_act(xi, **{**kwargs, 'b': bi}, impl=impl)
+        grads = torch.autograd.grad(y, [xi] + ([bi] if bi is not None else []), dy)
+        outs[impl] = (y, *grads)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for ref, got in zip(outs['ref'], outs['cpu']):
+        assert got.dtype == dtype and got.shape == ref.shape
+        torch.testing.assert_close(got, ref, **tol)
+    if layout == 'channels_last':
+        assert outs['cpu'][0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('shape,dim', [([1], 0), ([13, 1, 1, 1], 0), ([2, 3], 1), ([1, 5, 1, 3], 1), ([4, 3, 17], 2), ([2, 0, 3], 1)])
+def test_cpu_odd_shapes(cpu_plugin, shape, dim):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=gen)
+    b = torch.randn([shape[dim]], generator=gen)
+    for act in ['lrelu', 'swish']:
+        ref = bias_act.bias_act(x, b, dim=dim, act=act, clamp=1.0, impl='ref')
+        got = bias_act.bias_act(x, b, dim=dim, act=act, clamp=1.0, impl='cpu')
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_large_parallel_input(cpu_plugin):
+    # Big enough to be split over several threads, in both bias layouts.
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn([2, 64, 33, 31], generator=gen)
+    b = torch.randn([64], generator=gen)
+    for xx in [x, x.contiguous(memory_format=torch.channels_last)]:
+        ref = bias_act.bias_act(xx, b, act='lrelu', gain=1.3, clamp=2.0, impl='ref')
+        got = bias_act.bias_act(xx, b, act='lrelu', gain=1.3, clamp=2.0, impl='cpu')
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('impl', ['ref', 'cpu'])
+@pytest.mark.parametrize('act', ACTS)
+def test_gradcheck_and_gradgradcheck(cpu_plugin, impl, act):
+    gen = torch.Generator().manual_seed(5)
+    # Keep values away from the kinks of relu/lrelu and the clamp edges, where finite differences break.
+    x = torch.randn([2, 3, 2, 2], generator=gen, dtype=torch.float64)
+    x = (x + 0.1 * x.sign()).requires_grad_(True)
+    b = (torch.randn([3], generator=gen, dtype=torch.float64) * 0.01).requires_grad_(True)
+    for clamp in [None, 0.9]:
+        fn = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.1, clamp=clamp, impl=impl)
+        assert torch.autograd.gradcheck(fn, (x, b), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradgradcheck(fn, (x, b), eps=1e-6, atol=1e-5)
+
+
+def test_cpu_second_order_matches_ref_r1_style(cpu_plugin):
+    # R1 penalty shape: gradient w.r.t. the input with create_graph, then its norm's gradient.
+    gen = torch.Generator().manual_seed(6)
+    x0 = torch.randn([2, 4, 3, 3], generator=gen, dtype=torch.float64)
+    b0 = torch.randn([4], generator=gen, dtype=torch.float64)
+    results = []
+    for impl in ['ref', 'cpu']:
+        x, b = x0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+        y = bias_act.bias_act(x, b, act='softplus', gain=1.5, impl=impl)
+        (gx,) = torch.autograd.grad((y * y).sum(), [x], create_graph=True)
+        results.append(torch.autograd.grad(gx.square().sum(), [x, b]))
+    for ref, got in zip(*results):
+        torch.testing.assert_close(got, ref)
+
+# ----------------------------------------------------------------------------
+
+
+def test_impl_none_uses_the_cpu_kernel_and_force_impl_overrides(cpu_plugin):
+    x = torch.zeros([1])
+    assert custom_ops.resolve_impl(None, x, 'bias_act', bias_act._plugins) == 'cpu'
+    with custom_ops.force_impl('ref'):
+        assert custom_ops.resolve_impl(None, x, 'bias_act', bias_act._plugins) == 'ref'
+    y = bias_act.bias_act(torch.tensor([[-1.0, 3.0]]), torch.tensor([0.5, 0.0]), act='relu')
+    torch.testing.assert_close(y, torch.tensor([[0.0, 3.0]]) * 2 ** 0.5)
+
+
+def test_bad_input_raises_user_error():
+    x = torch.zeros([2, 3])
+    with pytest.raises(dnnlib.util.UserError, match='unknown activation'):
+        bias_act.bias_act(x, act='gelu')
+    with pytest.raises(dnnlib.util.UserError, match='x.shape'):
+        bias_act.bias_act(x, torch.zeros([2]))
+    with pytest.raises(dnnlib.util.UserError, match='out of range'):
+        bias_act.bias_act(x, dim=2)
+    with pytest.raises(dnnlib.util.UserError, match='cannot run'):
+        bias_act.bias_act(x, impl='cuda')
+    with pytest.raises(dnnlib.util.UserError, match='float32 and float64'):
+        bias_act.bias_act(x.half(), act='lrelu', impl='cpu')
