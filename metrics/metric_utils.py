@@ -252,7 +252,7 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector_name: str, d
 
     num_items = len(dataset) if max_items is None else min(len(dataset), max_items)
     stats = FeatureStats(max_items=num_items, **stats_kwargs)
-    with tqdm(total=num_items, desc=f'{detector_name} real', unit='img', disable=not opts.progress, leave=False) as bar:
+    with tqdm(total=num_items, desc=f'{getattr(dataset, "name", "dataset")} {detector_name}', unit='img', disable=not opts.progress, leave=False) as bar:
         for images in iterate_dataset_images(opts, dataset, max_items=max_items, batch_size=batch_size):
             stats.append_torch(_extract(detector, images, detector_kwargs), num_gpus=opts.num_gpus, rank=opts.rank)
             bar.update(min(images.shape[0] * opts.num_gpus, num_items - bar.n))
@@ -272,7 +272,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_name: str,
     detector = get_feature_detector(detector_name, opts)
     stats = FeatureStats(max_items=max_items, **stats_kwargs)
     images_iter = iterate_generated_images(opts, batch_gen=batch_gen, dataset=dataset)
-    with tqdm(total=max_items, desc=f'{detector_name} generated', unit='img', disable=not opts.progress, leave=False) as bar:
+    with tqdm(total=max_items, desc=f'generated {detector_name}', unit='img', disable=not opts.progress, leave=False) as bar:
         while not stats.is_full():
             images = torch.cat([next(images_iter) for _ in range(batch_size // batch_gen)])
             before = stats.num_items
