@@ -41,7 +41,7 @@ from tools.histology.writer import DatasetWriter, check_dest, merge_datasets
 
 def is_image_ext(fname: str) -> bool:
     ext = os.path.splitext(fname)[1].lower()
-    return f'{ext}' in PIL.Image.EXTENSION
+    return ext in PIL.Image.EXTENSION
 
 
 def _load_labels(read_json, source: str) -> dict | None:
@@ -77,7 +77,7 @@ def open_image_folder(source_dir: str, max_images: int | None):
     def iterate():
         for fname in images[:max_idx]:
             arch = arch_fnames[fname]
-            yield dict(img=_read_image(fname, lambda: open(fname, 'rb').read()), label=labels.get(arch), fname=arch)
+            yield dict(img=_read_image(fname, lambda: _read_file(fname)), label=labels.get(arch), fname=arch)
     return max_idx, iterate()
 
 
@@ -102,6 +102,11 @@ def open_image_zip(source: str, max_images: int | None):
             for fname in images[:max_idx]:
                 yield dict(img=_read_image(fname, lambda: z.read(fname)), label=labels.get(fname), fname=fname)
     return max_idx, iterate()
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, 'rb') as f:
+        return f.read()
 
 
 def _read_image(fname: str, read_bytes) -> np.ndarray:
