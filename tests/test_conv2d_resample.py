@@ -8,6 +8,16 @@ import torch
 from torch_utils.ops import conv2d_resample, upfirdn2d
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # On a shared, oversubscribed CPU every OpenMP region waits for a descheduled second thread, which makes
+    # these many tiny ops 10-100x slower; threads buy nothing at these sizes.
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def definition(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
     """Upsample (zero insertion + filter, gain up**2, all padding up front), plain conv2d, filter + decimate."""
     fw, fh = (1, 1) if f is None else (f.shape[-1], f.shape[0])

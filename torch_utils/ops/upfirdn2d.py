@@ -16,22 +16,23 @@ import os
 import numpy as np
 import torch
 
+from .. import custom_ops
+
 #----------------------------------------------------------------------------
 
 _SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _cpu_plugin():
-    from .. import custom_ops
     return custom_ops.get_plugin(
         module_name='upfirdn2d_cpu_plugin',
         sources=['upfirdn2d_cpu.cpp'],
+        headers=['upfirdn2d.h'],
         source_dir=_SOURCE_DIR,
-        extra_cflags=['-O3', '-fopenmp', '-ffp-contract=off'],
+        extra_cflags=['-O3', '-fopenmp'],
         extra_ldflags=['-fopenmp'],
     )
 
 def _cuda_plugin():
-    from .. import custom_ops
     return custom_ops.get_plugin(
         module_name='upfirdn2d_cuda_plugin',
         sources=['upfirdn2d_cuda.cpp', 'upfirdn2d.cu'],
@@ -112,11 +113,8 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
 #----------------------------------------------------------------------------
 
 def _resolve_impl(impl, x):
-    """'ref', 'cpu' or 'cuda' for this call."""
-    if impl is None:
-        return 'ref'
-    assert impl in ['ref', 'cpu', 'cuda']
-    return impl
+    """'ref', 'cpu' or 'cuda' for this call (None: forced impl, else the best one that builds for x.device)."""
+    return custom_ops.resolve_impl(impl, x, 'upfirdn2d', {'cpu': _cpu_plugin, 'cuda': _cuda_plugin})
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=None):
     r"""Pad, upsample, filter, and downsample a batch of 2-D images.
@@ -243,13 +241,11 @@ def _upfirdn2d_plugin(impl, up=1, down=1, padding=0, flip_filter=False, gain=1):
     return Upfirdn2dPlugin
 
 def _run_kernel(plugin, x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
-    """One call of the compiled kernel; half-precision input runs in float32."""
+    """One call of the compiled kernel; on the CPU, half-precision input runs in float32."""
     dtype = x.dtype
-    if dtype not in [torch.float32, torch.float64]:
+    if x.device.type == 'cpu' and dtype not in [torch.float32, torch.float64]:
         x = x.to(torch.float32)
-    if x.device.type == 'cpu':
-        x = x.contiguous()
-    f = f.to(device=x.device, dtype=torch.float32).contiguous()
+    f = f.to(device=x.device, dtype=torch.float32)
     y = plugin.upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, bool(flip_filter), float(gain))
     return y.to(dtype)
 

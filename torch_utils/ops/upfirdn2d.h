@@ -1,0 +1,45 @@
+// upfirdn2d: parameters and index arithmetic shared by the CPU and CUDA kernels.
+//
+// Output pixel (oy, ox) of one channel plane is
+//     y[oy, ox] = gain * sum_{ky, kx} g[ky, kx] * u[oy * downy + ky - pady0, ox * downx + kx - padx0]
+// where u is the input upsampled by zero insertion (u[iy * upy, ix * upx] = x[iy, ix], zero elsewhere and
+// outside the image) and g is the filter, flipped along both axes unless flip_filter is set. Only the taps
+// with (oy * downy + ky - pady0) divisible by upy (likewise for x) touch a real input pixel.
+
+#pragma once
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define UFD_FUNC __host__ __device__ __forceinline__
+#else
+#define UFD_FUNC inline
+#endif
+
+// Integer helpers that are correct for negative numerators.
+UFD_FUNC int64_t ufd_floor_div(int64_t a, int64_t b) { int64_t q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
+UFD_FUNC int64_t ufd_ceil_div(int64_t a, int64_t b) { return -ufd_floor_div(-a, b); }
+UFD_FUNC int64_t ufd_pos_mod(int64_t a, int64_t b) { int64_t r = a % b; return (r < 0) ? r + b : r; }
+UFD_FUNC int64_t ufd_gcd(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
+
+// Output size along one axis: floor((in * up + pad0 + pad1 - taps) / down) + 1.
+UFD_FUNC int64_t ufd_out_size(int64_t in, int64_t up, int64_t down, int64_t pad0, int64_t pad1, int64_t taps)
+{
+    return ufd_floor_div(in * up + pad0 + pad1 - taps, down) + 1;
+}
+
+struct upfirdn2d_params
+{
+    const void*  x;         // [planes, in_h, in_w], contiguous
+    const float* f;         // [fh, fw], contiguous, as given (not yet flipped)
+    void*        y;         // [planes, out_h, out_w], contiguous
+    int64_t      planes, in_h, in_w, out_h, out_w;
+    int64_t      upx, upy, downx, downy, padx0, pady0;
+    int64_t      fw, fh;
+    bool         flip;      // true: correlate with f as given; false: true convolution
+    double       gain;
+};
+
+// Defined in upfirdn2d.cu; visible wherever the CUDA runtime header is included (the .cu and its binding).
+#ifdef CUDART_VERSION
+template <class T> cudaError_t upfirdn2d_cuda_launch(const upfirdn2d_params& p, cudaStream_t stream);
+#endif
