@@ -134,14 +134,14 @@ def make_transform(transform: str | None, width: int | None, height: int | None,
         return scale(w, h, img[top:top + crop, left:left + crop])
 
     def center_crop_wide(w, h, img):
-        # Scale to width w keeping the aspect ratio, keep the central h rows, letterbox into a w x w square.
+        # As the official tool: keep the central round(w * H / W) input rows, resize them to w x h, letterbox the
+        # result into a black w x w square.
         ch = int(np.round(w * img.shape[0] / img.shape[1]))
         if img.shape[1] < w or ch < h:
             return None  # too small to fill the wide frame; skipped like the official tool does
-        img = scale(w, ch, img)
-        top = (ch - h) // 2
+        img = scale(w, h, img[(img.shape[0] - ch) // 2:(img.shape[0] + ch) // 2])
         canvas = np.zeros((w, w) + img.shape[2:], dtype=np.uint8)
-        canvas[(w - h) // 2:(w - h) // 2 + h] = img[top:top + h]
+        canvas[(w - h) // 2:(w + h) // 2] = img
         return canvas
 
     if transform is None:
