@@ -7,7 +7,8 @@ pad by `padding` plus the filter's resampling padding, convolve with `w` (no pad
 
 import torch
 
-from . import upfirdn2d
+from .. import misc
+from . import conv2d_gradfix, upfirdn2d
 
 #----------------------------------------------------------------------------
 
@@ -19,12 +20,12 @@ def _conv2d_wrapper(x, w, stride=1, padding=0, groups=1, transpose=False, flip_w
     """conv2d or conv_transpose2d; flip_weight=True is torch's cross-correlation, False a true convolution."""
     if not flip_weight:
         w = w.flip([2, 3])
-    if transpose:
-        return torch.nn.functional.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
-    return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    return op(x, w, stride=stride, padding=padding, groups=groups)
 
 #----------------------------------------------------------------------------
 
+@misc.profiled_function
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
     r"""2-D convolution with optional up/downsampling.
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from .. import custom_ops
+from .. import custom_ops, misc
 
 #----------------------------------------------------------------------------
 
@@ -148,6 +148,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
 
 #----------------------------------------------------------------------------
 
+@misc.profiled_function
 def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     """Plain PyTorch upfirdn2d: the specification the compiled kernels must match."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4
