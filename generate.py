@@ -16,10 +16,11 @@ def seed_to_z(seed, z_dim):
     """The latent of a seed, exactly as the official tools draw it: [1, z_dim] float64 numpy."""
     return np.random.RandomState(seed).randn(1, z_dim)
 
-def generate_images(G, seeds, truncation_psi=1, noise_mode='const', class_idx=None):
-    """Yield (seed, uint8 HWC image) for each seed."""
+def generate_images(G, seeds, truncation_psi=1, noise_mode='const', label=None):
+    """Yield (seed, uint8 HWC image) for each seed; `label` [1, c_dim] from cli_utils.class_label()."""
     device = next(G.parameters()).device
-    label = cli_utils.class_label(G, class_idx, device)
+    if label is None:
+        label = cli_utils.class_label(G, None, device)
     for seed in seeds:
         z = torch.from_numpy(seed_to_z(seed, G.z_dim)).to(device)
         img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
@@ -29,10 +30,12 @@ def synthesize_projected(G, ws, noise_mode='const'):
     """Yield uint8 HWC images for projected latents ws [N, num_ws, w_dim]."""
     device = next(G.parameters()).device
     ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32, device=device)
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise dnnlib.util.UserError(f'projected w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]')
     for w in ws:
         yield cli_utils.images_to_uint8(G.synthesis(w.unsqueeze(0), noise_mode=noise_mode))[0]
+
+def check_projected_w(G, ws):
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+        raise dnnlib.util.UserError(f'projected w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]')
 
 def load_projected_w(path):
     """The array `w` of a projector .npz file."""
@@ -48,7 +51,7 @@ def load_projected_w(path):
 
 @click.command()
 @click.option('--network', 'network', help='Network snapshot: .pkl or .safetensors, path or URL', required=True)
-@click.option('--seeds', type=cli_utils.NumberRange(), help='List of random seeds, e.g. 1,2,5-9')
+@click.option('--seeds', type=str, help='List of random seeds, e.g. 1,2,5-9')
 @click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi (1 = no truncation)', default=1, show_default=True)
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label index (conditional networks)')
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
@@ -69,9 +72,14 @@ def generate_images_cmd(network, seeds, truncation_psi, class_idx, noise_mode, p
     try:
         if projected_w is None and seeds is None:
             raise dnnlib.util.UserError('give --seeds (or --projected-w)')
+        seeds = cli_utils.parse_range(seeds) if seeds is not None else None
         ws = load_projected_w(projected_w) if projected_w is not None else None
         print(f'Loading network from "{network}"...')
         G = cli_utils.load_network(network, key='G_ema')
+        if ws is not None:
+            check_projected_w(G, ws)
+        else:
+            label = cli_utils.class_label(G, class_idx, next(G.parameters()).device)
         cli_utils.make_outdir(outdir)
 
         images = []
@@ -84,7 +92,7 @@ def generate_images_cmd(network, seeds, truncation_psi, class_idx, noise_mode, p
                     images.append(img)
             else:
                 for seed, img in tqdm(generate_images(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                        class_idx=class_idx), total=len(seeds), desc='seeds'):
+                        label=label), total=len(seeds), desc='seeds'):
                     cli_utils.save_image(img, os.path.join(outdir, f'seed{seed:04d}.png'))
                     images.append(img)
         if save_grid:

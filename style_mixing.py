@@ -62,9 +62,9 @@ def style_mix_grid(images, row_seeds, col_seeds):
 
 @click.command()
 @click.option('--network', 'network', help='Network snapshot: .pkl or .safetensors, path or URL', required=True)
-@click.option('--rows', 'row_seeds', type=cli_utils.NumberRange(), help='Random seeds of the rows, e.g. 85,100,75', required=True)
-@click.option('--cols', 'col_seeds', type=cli_utils.NumberRange(), help='Random seeds of the columns, e.g. 55,821', required=True)
-@click.option('--styles', 'col_styles', type=cli_utils.NumberRange(), help='Style (w) indices taken from the column seeds', default='0-6', show_default=True)
+@click.option('--rows', 'row_seeds', type=str, help='Random seeds of the rows, e.g. 85,100,75', required=True)
+@click.option('--cols', 'col_seeds', type=str, help='Random seeds of the columns, e.g. 55,821', required=True)
+@click.option('--styles', 'col_styles', type=str, help='Style (w) indices taken from the column seeds', default='0-6', show_default=True)
 @click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi (1 = no truncation)', default=1, show_default=True)
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label index (conditional networks)')
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
@@ -76,6 +76,7 @@ def generate_style_mix(network, row_seeds, col_seeds, col_styles, truncation_psi
     python style_mixing.py --network=network-snapshot-000800.pkl --rows=85,100,75 --cols=55,821,1789 --outdir=out
     """
     try:
+        row_seeds, col_seeds, col_styles = (cli_utils.parse_range(s) for s in (row_seeds, col_seeds, col_styles))
         print(f'Loading network from "{network}"...')
         G = cli_utils.load_network(network, key='G_ema')
         label = cli_utils.class_label(G, class_idx, next(G.parameters()).device)

@@ -4,7 +4,6 @@ import math
 import os
 import re
 
-import click
 import numpy as np
 import PIL.Image
 import torch
@@ -34,16 +33,6 @@ def parse_range(s):
         else:
             raise dnnlib.util.UserError(f"cannot parse '{part}' in '{text}' (expected non-negative integers and ranges like 1,2,5-9)")
     return values
-
-class NumberRange(click.ParamType):
-    """click type for parse_range(): a bad list becomes click's one-line usage error."""
-    name = 'range'
-
-    def convert(self, value, param, ctx):
-        try:
-            return parse_range(value)
-        except dnnlib.util.UserError as err:
-            self.fail(str(err), param, ctx)
 
 #----------------------------------------------------------------------------
 
