@@ -183,3 +183,28 @@ def test_bad_input_raises_user_error():
         bias_act.bias_act(x, impl='cuda')
     with pytest.raises(dnnlib.util.UserError, match='float32 and float64'):
         bias_act.bias_act(x.half(), act='lrelu', impl='cpu')
+
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('act', ACTS)
+def test_cuda_matches_ref(act):
+    gen = torch.Generator().manual_seed(7)
+    for dtype, layout in [(torch.float32, 'contiguous'), (torch.float64, 'channels_last'), (torch.float16, 'strided')]:
+        x = _layout(torch.randn([4, 9, 6, 5], generator=gen), layout).to('cuda', dtype)
+        b = torch.randn([9], generator=gen).to('cuda', dtype)
+        dy = torch.randn(x.shape, generator=gen).to('cuda', dtype)
+        outs = {}
+        for impl in ['ref', 'cuda']:
+            xi, bi = x.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            y = bias_act.bias_act(xi, bi, act=act, gain=1.2, clamp=1.5, impl=impl)
+            outs[impl] = (y, *torch.autograd.grad(y, [xi, bi], dy))
+        tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.float16 else dict(rtol=1e-5, atol=1e-5)
+        for ref, got in zip(outs['ref'], outs['cuda']):
+            torch.testing.assert_close(got.float(), ref.float(), **tol)
+    x = torch.randn([2, 3, 2, 2], generator=gen, dtype=torch.float64, device='cpu').to('cuda').requires_grad_(True)
+    bb = torch.randn([3], generator=gen, dtype=torch.float64).to('cuda').requires_grad_(True)
+    fn = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.1, impl='cuda')
+    assert torch.autograd.gradcheck(fn, (x, bb), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradgradcheck(fn, (x, bb), eps=1e-6, atol=1e-5)
