@@ -89,7 +89,7 @@ def calc_metrics(network_pkl, metrics, data, data2, mirror, gpus, verbose, detec
         if verbose:
             print(f'Loading network from "{network_pkl}"...')
         snapshot = legacy.load_network(network_pkl)
-        args.G = snapshot.get('G_ema') or snapshot.get('G')
+        args.G = snapshot.get('G_ema') if snapshot.get('G_ema') is not None else snapshot.get('G')
         if args.G is None:
             raise dnnlib.util.UserError(f'{network_pkl} holds no generator (G_ema or G)')
         if data is None:

@@ -94,6 +94,7 @@ def test_lpips_vectors_give_the_lpips_package_distance(vgg16):
     assert feats.shape == (3, vgg16.feature_dim)
 
 
+@pytest.mark.slow  # 96 Inception passes: minutes on a shared CPU.
 def test_fid_on_real_he_halves_is_far_below_fid_to_blurred_or_noised(he_crops, inception):
     crops = he_crops(128, 64, seed=1)
     half_a, half_b = crops[:32], crops[32:]
