@@ -13,25 +13,34 @@ template <class T> struct ba_cpu_args
     T alpha, gain, clamp;
 };
 
-// Elements [start, start + n); bias is bvec[j] when VEC_BIAS, else the scalar bias.
+// The innermost loop: restrict pointers and scalars in registers so that the compiler vectorises it.
+template <class T, int A, int G, bool VEC_BIAS, bool HAS_Y>
+static inline void ba_loop(const T* __restrict__ x, const T* __restrict__ bvec, T bias, const T* __restrict__ xr,
+                           const T* __restrict__ yr, const T* __restrict__ dy, T* __restrict__ y, int64_t n,
+                           T alpha, T gain, T clamp)
+{
+    for (int64_t j = 0; j < n; j++)
+    {
+        T bj = VEC_BIAS ? bvec[j] : bias;
+        T xrj = (G != 0 && A == BA_SWISH) ? xr[j] : (T)0;
+        T yrj = (G != 0 && HAS_Y) ? yr[j] : (T)0;
+        T dyj = (G == 2) ? dy[j] : (T)1;
+        y[j] = ba_element<T, A, G>(x[j], bj, xrj, yrj, dyj, alpha, gain, clamp);
+    }
+}
+
+// Elements [start, start + n); bias is bvec[j] when VEC_BIAS, else the scalar bias. The entry point checks
+// that every tensor the mode reads is present; yref is optional only where the activation ignores it.
 template <class T, int A, int G, bool VEC_BIAS>
 static void ba_span(const ba_cpu_args<T>& p, int64_t start, int64_t n, const T* bvec, T bias)
 {
-    constexpr bool act_needs_y = (A >= BA_RELU && A <= BA_SOFTPLUS);
-    const T* x = p.x + start;
     const T* xr = p.xref ? p.xref + start : nullptr;
     const T* yr = p.yref ? p.yref + start : nullptr;
     const T* dy = p.dy ? p.dy + start : nullptr;
-    T* y = p.y + start;
-    for (int64_t j = 0; j < n; j++)
-    {
-        // The entry point checks that every pointer read unconditionally here is present.
-        T bj = VEC_BIAS ? bvec[j] : bias;
-        T xrj = (G != 0 && A == BA_SWISH) ? xr[j] : (T)0;
-        T yrj = (G == 0) ? (T)0 : act_needs_y ? yr[j] : (yr ? yr[j] : (T)0);
-        T dyj = (G == 2) ? dy[j] : (T)1;
-        y[j] = ba_element<T, A, G>(x[j], bj, xrj, yrj, dyj, p.alpha, p.gain, p.clamp);
-    }
+    if (G != 0 && yr)
+        ba_loop<T, A, G, VEC_BIAS, true>(p.x + start, bvec, bias, xr, yr, dy, p.y + start, n, p.alpha, p.gain, p.clamp);
+    else
+        ba_loop<T, A, G, VEC_BIAS, false>(p.x + start, bvec, bias, xr, yr, dy, p.y + start, n, p.alpha, p.gain, p.clamp);
 }
 
 template <class T, int A, int G>
