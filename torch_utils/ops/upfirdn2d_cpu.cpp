@@ -49,44 +49,91 @@ static void axpy_strided(T* __restrict acc, const T* __restrict src, T g, int64_
             acc[m] += g * src[m * stride];
 }
 
+// acc[m] += sum_t g[t] * src[m * S + t]: all NT taps of one filter row that hit one phase, in one pass.
+// Within a phase, consecutive taps read consecutive input columns.
+template <typename T, int NT, int S> UPFIRDN2D_CLONES
+static void fused_taps(T* __restrict acc, const T* __restrict src, const T* __restrict g, int64_t n)
+{
+    T gr[NT];
+    for (int t = 0; t < NT; t++)
+        gr[t] = g[t];
+    #pragma omp simd
+    for (int64_t m = 0; m < n; m++)
+    {
+        T sum = acc[m];
+        for (int t = 0; t < NT; t++)
+            sum += gr[t] * src[m * S + t];
+        acc[m] = sum;
+    }
+}
+
+template <typename T, int S>
+static bool fused_taps_stride(T* acc, const T* src, const T* g, int64_t n, int64_t num_taps)
+{
+    switch (num_taps)
+    {
+    case 1: fused_taps<T, 1, S>(acc, src, g, n); return true;
+    case 2: fused_taps<T, 2, S>(acc, src, g, n); return true;
+    case 3: fused_taps<T, 3, S>(acc, src, g, n); return true;
+    case 4: fused_taps<T, 4, S>(acc, src, g, n); return true;
+    default: return false;
+    }
+}
+
+// Returns false for tap counts / strides without a fused loop; the caller then goes tap by tap.
+template <typename T>
+static bool fused_taps_any(T* acc, const T* src, const T* g, int64_t n, int64_t num_taps, int64_t stride)
+{
+    if (stride == 1) return fused_taps_stride<T, 1>(acc, src, g, n, num_taps);
+    if (stride == 2) return fused_taps_stride<T, 2>(acc, src, g, n, num_taps);
+    return false;
+}
+
 //------------------------------------------------------------------------
 
-// One tap column of an x phase: filter column kx reads input column ib + m * step for output m of the phase.
-struct ColumnTap { int64_t kx, ib, m_lo, m_hi; };
+// Output columns ox = phase + num_phases * m (m = 0, 1, ...) use the same filter columns kx = kx0 + upx * t,
+// and tap t reads input column ib0 + t + m * step. Tap t is inside the image for m in [m_lo[t], m_hi[t]);
+// all taps are inside for m in [interior_lo, interior_hi).
+struct Phase
+{
+    int64_t len, kx0, ib0, interior_lo, interior_hi;
+    std::vector<int64_t> m_lo, m_hi;
+};
 
 template <typename T>
 static void upfirdn2d_kernel(const upfirdn2d_params& p, const T* g)
 {
     const T* x = (const T*)p.x;
     T* y = (T*)p.y;
-    // x phases: output columns ox = phase + num_phases * m share one set of filter columns.
     const int64_t d = ufd_gcd(p.upx, p.downx);
     const int64_t num_phases = p.upx / d;
     const int64_t step = p.downx / d; // input columns advanced per output pixel within a phase
-    std::vector<int64_t> phase_len(num_phases);
-    std::vector<std::vector<ColumnTap>> phase_taps(num_phases);
+    std::vector<Phase> phases(num_phases);
     for (int64_t ph = 0; ph < num_phases; ph++)
     {
-        phase_len[ph] = (ph < p.out_w) ? (p.out_w - ph + num_phases - 1) / num_phases : 0;
-        int64_t base = ph * p.downx - p.padx0;
-        for (int64_t kx = ufd_pos_mod(-base, p.upx); kx < p.fw; kx += p.upx)
+        Phase& q = phases[ph];
+        q.len = (ph < p.out_w) ? (p.out_w - ph + num_phases - 1) / num_phases : 0;
+        const int64_t base = ph * p.downx - p.padx0;
+        q.kx0 = ufd_pos_mod(-base, p.upx);
+        q.ib0 = (base + q.kx0) / p.upx; // exact division
+        q.interior_lo = 0;
+        q.interior_hi = q.len;
+        for (int64_t kx = q.kx0, t = 0; kx < p.fw; kx += p.upx, t++)
         {
-            ColumnTap t;
-            t.kx = kx;
-            t.ib = (base + kx) / p.upx; // exact division
-            t.m_lo = std::max<int64_t>(0, ufd_ceil_div(-t.ib, step));
-            t.m_hi = std::min<int64_t>(phase_len[ph], ufd_floor_div(p.in_w - 1 - t.ib, step) + 1);
-            if (t.m_hi > t.m_lo)
-                phase_taps[ph].push_back(t);
+            q.m_lo.push_back(std::max<int64_t>(0, ufd_ceil_div(-(q.ib0 + t), step)));
+            q.m_hi.push_back(std::max<int64_t>(q.m_lo.back(), std::min<int64_t>(q.len, ufd_floor_div(p.in_w - 1 - (q.ib0 + t), step) + 1)));
+            q.interior_lo = std::max(q.interior_lo, q.m_lo.back());
+            q.interior_hi = std::min(q.interior_hi, q.m_hi.back());
         }
     }
-    const int64_t max_len = phase_len[0];
+    const int64_t max_len = phases[0].len;
     const int64_t total_rows = p.planes * p.out_h;
     const bool direct = (num_phases == 1); // accumulate straight into the output row
 
     #pragma omp parallel num_threads(at::get_num_threads()) if (total_rows * p.out_w * p.fw * p.fh >= 32768)
     {
         std::vector<T> acc_buf(direct ? 0 : max_len);
+        std::vector<T> taps(p.fw);
         #pragma omp for schedule(static)
         for (int64_t r = 0; r < total_rows; r++)
         {
@@ -94,27 +141,36 @@ static void upfirdn2d_kernel(const upfirdn2d_params& p, const T* g)
             const int64_t oy = r % p.out_h;
             const T* x_plane = x + plane * p.in_h * p.in_w;
             T* y_row = y + r * p.out_w;
-            if (direct)
-                std::fill(y_row, y_row + p.out_w, T(0));
-
             const int64_t base_y = oy * p.downy - p.pady0;
             for (int64_t ph = 0; ph < num_phases; ph++)
             {
+                const Phase& q = phases[ph];
+                const int64_t num_taps = (int64_t)q.m_lo.size();
                 T* acc = direct ? y_row : acc_buf.data();
-                if (!direct)
-                    std::fill(acc, acc + phase_len[ph], T(0));
+                std::fill(acc, acc + q.len, T(0));
                 for (int64_t ky = ufd_pos_mod(-base_y, p.upy); ky < p.fh; ky += p.upy)
                 {
                     const int64_t iy = (base_y + ky) / p.upy; // exact division
                     if (iy < 0 || iy >= p.in_h)
                         continue;
-                    const T* x_row = x_plane + iy * p.in_w;
-                    const T* g_row = g + ky * p.fw;
-                    for (const ColumnTap& t : phase_taps[ph])
-                        axpy_strided(acc + t.m_lo, x_row + t.ib + t.m_lo * step, g_row[t.kx], t.m_hi - t.m_lo, step);
+                    const T* x_row = x_plane + iy * p.in_w + q.ib0;
+                    for (int64_t t = 0; t < num_taps; t++)
+                        taps[t] = g[ky * p.fw + q.kx0 + t * p.upx];
+                    int64_t lo = q.interior_lo, hi = q.interior_hi;
+                    if (hi <= lo || !fused_taps_any(acc + lo, x_row + lo * step, taps.data(), hi - lo, num_taps, step))
+                        lo = hi = q.len; // no fused interior: every tap covers its whole range below
+                    for (int64_t t = 0; t < num_taps; t++)
+                    {
+                        const int64_t a = q.m_lo[t], b = q.m_hi[t];
+                        const int64_t left_end = std::min(b, lo), right_start = std::max(a, hi);
+                        if (left_end > a)
+                            axpy_strided(acc + a, x_row + t + a * step, taps[t], left_end - a, step);
+                        if (b > right_start)
+                            axpy_strided(acc + right_start, x_row + t + right_start * step, taps[t], b - right_start, step);
+                    }
                 }
                 if (!direct)
-                    for (int64_t m = 0; m < phase_len[ph]; m++)
+                    for (int64_t m = 0; m < q.len; m++)
                         y_row[ph + m * num_phases] = acc[m];
             }
         }
