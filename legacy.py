@@ -47,7 +47,7 @@ def load_network_pkl(f, force_fp16=False):
         data = pickle.load(f)
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
         raise dnnlib.util.UserError(f'not a network pickle ({err})')
-    except (ModuleNotFoundError, AttributeError) as err:
+    except (ImportError, AttributeError) as err:
         raise dnnlib.util.UserError(f'pickle refers to code that is not available here ({err})')
 
     if isinstance(data, tuple) and len(data) == 3 and all(not isinstance(x, torch.nn.Module) for x in data):
