@@ -352,3 +352,21 @@ def test_persistent_and_channels_last():
     assert img.dtype == torch.float32 and torch.isfinite(img).all()
 
 #----------------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_fp16_blocks_on_cuda_match_fp32():
+    G = tiny_G(res=32, num_fp16_res=2, conv_clamp=256).eval().cuda()
+    D = tiny_D(res=32, num_fp16_res=2, conv_clamp=256).eval().cuda()
+    dtypes = {}
+    G.synthesis.b32.conv1.register_forward_hook(lambda mod, inp, out: dtypes.setdefault('b32', out.dtype))
+    z = torch.randn([4, 16], device='cuda')
+    with torch.no_grad():
+        img16 = G(z, None, noise_mode='const')
+        img32 = G(z, None, noise_mode='const', force_fp32=True)
+        logits16 = D(img32, None)
+        logits32 = D(img32, None, force_fp32=True)
+    assert dtypes['b32'] == torch.float16 and img16.dtype == torch.float32
+    torch.testing.assert_close(img16, img32, rtol=0, atol=0.05)
+    torch.testing.assert_close(logits16, logits32, rtol=0.05, atol=0.05)
+
+#----------------------------------------------------------------------------
