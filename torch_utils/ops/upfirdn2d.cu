@@ -1,5 +1,5 @@
-// upfirdn2d CUDA kernel: one thread per output pixel, visiting only the filter taps that land on real
-// (non-inserted) input pixels. Accumulates in float (double for float64 tensors).
+// upfirdn2d CUDA kernel: one thread per output pixel (ufd_output_pixel in upfirdn2d.h), visiting only the
+// filter taps that land on real (non-inserted) input pixels. Accumulates in float (double for float64).
 
 #include <cuda_runtime.h>
 #include <c10/util/Half.h>
@@ -21,26 +21,7 @@ __global__ void upfirdn2d_kernel(upfirdn2d_params p)
         const int64_t ox = i % p.out_w;
         const int64_t oy = (i / p.out_w) % p.out_h;
         const int64_t plane = i / (p.out_w * p.out_h);
-        const int64_t base_x = ox * p.downx - p.padx0;
-        const int64_t base_y = oy * p.downy - p.pady0;
-        const T* x_plane = x + plane * p.in_h * p.in_w;
-        A acc = 0;
-        for (int64_t ky = ufd_pos_mod(-base_y, p.upy); ky < p.fh; ky += p.upy)
-        {
-            const int64_t iy = (base_y + ky) / p.upy; // exact division
-            if (iy < 0 || iy >= p.in_h)
-                continue;
-            const int64_t fy = p.flip ? ky : p.fh - 1 - ky;
-            for (int64_t kx = ufd_pos_mod(-base_x, p.upx); kx < p.fw; kx += p.upx)
-            {
-                const int64_t ix = (base_x + kx) / p.upx;
-                if (ix < 0 || ix >= p.in_w)
-                    continue;
-                const int64_t fx = p.flip ? kx : p.fw - 1 - kx;
-                acc += (A)x_plane[iy * p.in_w + ix] * (A)p.f[fy * p.fw + fx];
-            }
-        }
-        y[i] = (T)(acc * (A)p.gain);
+        y[i] = (T)ufd_output_pixel<A>(x + plane * p.in_h * p.in_w, p, ox, oy);
     }
 }
 

@@ -39,6 +39,33 @@ struct upfirdn2d_params
     double       gain;
 };
 
+// One output pixel by direct summation over the taps that hit real input pixels. This is the CUDA kernel's
+// per-thread work; the CPU plugin exposes it too (upfirdn2d_pixelwise) so that tests check it without a GPU.
+// A is the accumulation type (float for half/float, double for double).
+template <class A, class T>
+UFD_FUNC A ufd_output_pixel(const T* x_plane, const upfirdn2d_params& p, int64_t ox, int64_t oy)
+{
+    const int64_t base_x = ox * p.downx - p.padx0;
+    const int64_t base_y = oy * p.downy - p.pady0;
+    A acc = 0;
+    for (int64_t ky = ufd_pos_mod(-base_y, p.upy); ky < p.fh; ky += p.upy)
+    {
+        const int64_t iy = (base_y + ky) / p.upy; // exact division
+        if (iy < 0 || iy >= p.in_h)
+            continue;
+        const int64_t fy = p.flip ? ky : p.fh - 1 - ky;
+        for (int64_t kx = ufd_pos_mod(-base_x, p.upx); kx < p.fw; kx += p.upx)
+        {
+            const int64_t ix = (base_x + kx) / p.upx;
+            if (ix < 0 || ix >= p.in_w)
+                continue;
+            const int64_t fx = p.flip ? kx : p.fw - 1 - kx;
+            acc += (A)x_plane[iy * p.in_w + ix] * (A)p.f[fy * p.fw + fx];
+        }
+    }
+    return acc * (A)p.gain;
+}
+
 // Defined in upfirdn2d.cu; visible wherever the CUDA runtime header is included (the .cu and its binding).
 #ifdef CUDART_VERSION
 template <class T> cudaError_t upfirdn2d_cuda_launch(const upfirdn2d_params& p, cudaStream_t stream);

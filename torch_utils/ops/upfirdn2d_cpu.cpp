@@ -179,8 +179,9 @@ static void upfirdn2d_kernel(const upfirdn2d_params& p, const T* g)
 
 //------------------------------------------------------------------------
 
-static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
-    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+// Checks the arguments, makes x contiguous and allocates y; fills p with everything but the filter taps.
+static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfirdn2d_params& p, int upx, int upy,
+    int downx, int downy, int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
 {
     TORCH_CHECK(x.device().is_cpu(), "x must reside on the CPU");
     TORCH_CHECK(f.device().is_cpu(), "f must reside on the CPU");
@@ -193,7 +194,6 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
     TORCH_CHECK(f.size(0) >= 1 && f.size(1) >= 1, "f must be at least 1x1");
 
     x = x.contiguous();
-    upfirdn2d_params p;
     p.planes = x.size(0) * x.size(1);
     p.in_h = x.size(2);
     p.in_w = x.size(3);
@@ -206,14 +206,21 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
     p.flip = flip;
     p.gain = gain;
     TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "output must be at least 1x1");
-
     torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
+    p.x = x.data_ptr();
+    p.y = y.data_ptr();
+    return y;
+}
+
+static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
+    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+{
+    upfirdn2d_params p;
+    torch::Tensor y = setup_output(x, f, p, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
     if (y.numel() == 0)
         return y;
     torch::Tensor fc = f.contiguous();
-    p.x = x.data_ptr();
     p.f = fc.data_ptr<float>();
-    p.y = y.data_ptr();
 
     // The kernel correlates with g; convolution (flip=false) means correlating with the flipped filter.
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "upfirdn2d_cpu", [&]
@@ -230,11 +237,36 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
     return y;
 }
 
+// The CUDA kernel's per-pixel formula (ufd_output_pixel), run on the CPU so tests can check it without a GPU.
+static torch::Tensor upfirdn2d_pixelwise(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
+    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+{
+    upfirdn2d_params p;
+    torch::Tensor y = setup_output(x, f, p, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
+    torch::Tensor fc = f.contiguous();
+    p.f = fc.data_ptr<float>();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "upfirdn2d_pixelwise", [&]
+    {
+        const scalar_t* xp = (const scalar_t*)p.x;
+        scalar_t* yp = (scalar_t*)p.y;
+        const int64_t total = p.planes * p.out_h * p.out_w;
+        for (int64_t i = 0; i < total; i++)
+        {
+            const int64_t ox = i % p.out_w;
+            const int64_t oy = (i / p.out_w) % p.out_h;
+            const int64_t plane = i / (p.out_w * p.out_h);
+            yp[i] = ufd_output_pixel<scalar_t>(xp + plane * p.in_h * p.in_w, p, ox, oy);
+        }
+    });
+    return y;
+}
+
 //------------------------------------------------------------------------
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("upfirdn2d", &upfirdn2d, "upfirdn2d on the CPU (polyphase, OpenMP)");
+    m.def("upfirdn2d_pixelwise", &upfirdn2d_pixelwise, "the CUDA kernel's per-pixel formula on the CPU (single thread, for tests)");
 }
 
 //------------------------------------------------------------------------
