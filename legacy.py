@@ -71,6 +71,11 @@ def load_network_pkl(f, force_fp16=False):
             data[key] = _with_fp16(data[key], key)
     return data
 
+def _construct(cls, args, kwargs):
+    """Build a network whose weights are about to be overwritten, without advancing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        return cls(*args, **kwargs)
+
 def _source_defines(src, names):
     defined = set(re.findall(r'^(?:class|def)\s+(\w+)', src, flags=re.MULTILINE))
     return all(name in defined for name in names)
@@ -90,7 +95,7 @@ def convert_to_histosynth(module):
         return module  # already the current code, or not the StyleGAN2 family
 
     try:
-        new = target_cls(*module.init_args, **module.init_kwargs)
+        new = _construct(target_cls, module.init_args, module.init_kwargs)
     except TypeError:
         return module  # a variant with other constructor arguments: keep the pickled code
     src_names = {name for name, _ in misc.named_params_and_buffers(module)}
@@ -117,7 +122,7 @@ def _with_fp16(module, key):
         kwargs.conv_clamp = 256
     if kwargs == module.init_kwargs:
         return module
-    new = type(module)(*module.init_args, **kwargs).eval().requires_grad_(False)
+    new = _construct(type(module), module.init_args, kwargs).eval().requires_grad_(False)
     misc.copy_params_and_buffers(module, new, require_all=True)
     return new
 
@@ -205,7 +210,7 @@ def load_network_safetensors(path):
         if key not in SNAPSHOT_MODULE_KEYS:
             raise dnnlib.util.UserError(f"'{path}' names an unknown snapshot entry '{key}'")
         cls = resolve_safe_class(spec['class_name'])
-        module = cls(*spec.get('init_args', []), **spec.get('init_kwargs', {}))
+        module = _construct(cls, spec.get('init_args', []), spec.get('init_kwargs', {}))
         prefix = key + '.'
         stored = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
         expected = dict(misc.named_params_and_buffers(module))

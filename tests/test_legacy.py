@@ -229,6 +229,13 @@ def test_safetensors_round_trip_executes_no_pickle(tmp_path, monkeypatch):
     for a, b in zip(outputs(data, z, c), outputs(loaded, z, c)):
         assert torch.equal(a, b)
     assert loaded['training_set_kwargs'] == data['training_set_kwargs']
+
+    # Building the networks does not advance the caller's random stream (resuming stays reproducible).
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    legacy.load_network(path)
+    assert torch.equal(torch.rand(3), expected_draw)
     assert not loaded['G_ema'].training and not any(p.requires_grad for p in loaded['G_ema'].parameters())
 
 def write_crafted_safetensors(path, class_name):
