@@ -4,6 +4,7 @@ subsets, as the official StyleGAN2-ADA computes it."""
 
 import numpy as np
 
+import dnnlib
 from metrics import metric_utils
 from metrics.frechet_inception_distance import DETECTOR
 
@@ -13,7 +14,8 @@ def kernel_distance(real_features: np.ndarray, gen_features: np.ndarray, num_sub
     """Mean over num_subsets of the unbiased MMD^2 between equal-size random subsets of the two sets."""
     n = real_features.shape[1]
     m = min(real_features.shape[0], gen_features.shape[0], max_subset_size)
-    assert m >= 2, "KID needs at least two items per set"
+    if m < 2:
+        raise dnnlib.util.UserError("KID needs at least two items per set")
     rnd = np.random.RandomState(seed)
     total = 0.0
     for _ in range(num_subsets):

@@ -4,6 +4,7 @@ sample of the other set, in VGG16 feature space."""
 
 import torch
 
+import dnnlib
 from metrics import metric_utils
 
 DETECTOR = 'lpips-vgg16'
@@ -34,7 +35,7 @@ def precision_recall(real_features: torch.Tensor, gen_features: torch.Tensor, nh
     results = []
     for manifold, probes in [(real_features, gen_features), (gen_features, real_features)]:
         if manifold.shape[0] <= nhood_size:
-            raise ValueError(f"precision/recall needs more than {nhood_size} items per set")
+            raise dnnlib.util.UserError(f"precision/recall needs more than {nhood_size} items per set")
         radii = _kth_radii(manifold, nhood_size, row_batch_size)
         results.append(float(_covered(probes, manifold, radii, row_batch_size, col_batch_size).to(torch.float32).mean()))
     return results[0], results[1]

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import dnnlib
 from metrics import metric_utils
 
 # 5-tap binomial filter of the Gaussian pyramid (Burt & Adelson).
@@ -96,7 +97,7 @@ class DescriptorSet:
     def __init__(self, resolution: int, nhood_size=7, nhoods_per_image=128, seed=0):
         self.levels = pyramid_levels(resolution)
         if not self.levels:
-            raise ValueError(f"SWD needs images of at least 16 px, got {resolution}")
+            raise dnnlib.util.UserError(f"SWD needs images of at least 16 px, got {resolution}")
         self.nhood_size = nhood_size
         self.nhoods_per_image = nhoods_per_image
         self.generator = torch.Generator().manual_seed(seed)
@@ -105,7 +106,7 @@ class DescriptorSet:
 
     def append(self, images: torch.Tensor) -> None:
         if images.shape[2] != self.levels[0] or images.shape[3] != self.levels[0]:
-            raise ValueError(f"SWD: expected {self.levels[0]}x{self.levels[0]} images, got {images.shape[2]}x{images.shape[3]}")
+            raise dnnlib.util.UserError(f"SWD compares images of one size: expected {self.levels[0]}x{self.levels[0]}, got {images.shape[2]}x{images.shape[3]}")
         for i, level in enumerate(laplacian_pyramid(images, len(self.levels))):
             self.desc[i].append(get_descriptors(level, self.nhood_size, self.nhoods_per_image, self.generator).cpu().numpy())
         self.num_images += images.shape[0]
