@@ -173,7 +173,7 @@ def test_official_format_pickle_converts_to_histosynth(tmp_path):
     np.testing.assert_allclose(img.numpy(), ref['img'], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(logits.numpy(), ref['logits'], rtol=1e-4, atol=1e-4)
 
-def test_foreign_network_is_returned_unchanged(tmp_path):
+def test_foreign_network_is_returned_unchanged(tmp_path, monkeypatch):
     # A persistent "Generator" from another family (no StyleGAN2 source) is left as the pickled code defines it.
     src = textwrap.dedent('''
         import torch
@@ -186,9 +186,10 @@ def test_foreign_network_is_returned_unchanged(tmp_path):
             def forward(self, z, c):
                 return self.fc(z)
     ''')
-    from torch_utils import persistence
-    module = persistence._src_to_module(src)
-    G = module.Generator(z_dim=3)
+    (tmp_path / 'foreign_family.py').write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import foreign_family
+    G = foreign_family.Generator(z_dim=3)
     data = legacy.load_network_pkl(io.BytesIO(pickle.dumps(dict(G=G, G_ema=G))))
     assert type(data['G_ema']).__name__ == 'Generator' and not isinstance(data['G_ema'], stylegan2.Generator)
 
