@@ -202,6 +202,23 @@ def test_default_impl_on_cpu():
     assert_close_rel(upfirdn2d.upsample2d(x, f), upfirdn2d.upsample2d(x, f, impl='ref'))
 
 
+def test_failed_build_falls_back_to_ref(monkeypatch):
+    # impl=None: a plugin that cannot be built gives one warning and the 'ref' result, not an error.
+    from torch_utils import custom_ops
+    def broken_plugin():
+        raise custom_ops.PluginBuildError('building upfirdn2d_cpu_plugin failed: no compiler')
+    monkeypatch.setattr(upfirdn2d, '_cpu_plugin', broken_plugin)
+    monkeypatch.setattr(custom_ops, '_resolved', dict())
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([1, 2, 8, 8])
+    with pytest.warns(RuntimeWarning, match='upfirdn2d'):
+        y = upfirdn2d.upsample2d(x, f)
+    torch.testing.assert_close(y, upfirdn2d.upsample2d(x, f, impl='ref'))
+    assert upfirdn2d._resolve_impl(None, x) == 'ref'
+    with pytest.raises(custom_ops.PluginBuildError):
+        upfirdn2d.upsample2d(x, f, impl='cpu')  # asked for by name: no silent fallback
+
+
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 @pytest.mark.parametrize("up,down,padding,separable", [
     (2, 1, [2, 1, 1, 2], False),
