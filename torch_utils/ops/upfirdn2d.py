@@ -212,7 +212,7 @@ def _upfirdn2d_plugin(impl, up=1, down=1, padding=0, flip_filter=False, gain=1):
             if f.ndim == 2:
                 y = _run_kernel(plugin, y, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
             else:
-                # Separable: x pass, then y pass; each carries half of the gain (in log terms).
+                # Separable: an x pass, then a y pass, each with sqrt(gain).
                 y = _run_kernel(plugin, y, f.unsqueeze(0), upx, 1, downx, 1, padx0, padx1, 0, 0, flip_filter, np.sqrt(gain))
                 y = _run_kernel(plugin, y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, pady0, pady1, flip_filter, np.sqrt(gain))
             ctx.save_for_backward(f)
