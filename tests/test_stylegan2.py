@@ -127,6 +127,21 @@ def test_fully_connected_layer_matches_formula():
     torch.testing.assert_close(fc(x).double(), expected, rtol=1e-5, atol=1e-6)
     assert torch.allclose(fc.bias * 0.1, torch.full([5], 0.03))
 
+def test_conv2d_layer_matches_formula():
+    # y = clamp(lrelu(conv(x, w / sqrt(fan_in)) + b) * sqrt(2) * gain, +-conv_clamp * gain)
+    torch.manual_seed(2)
+    conv = layers.Conv2dLayer(4, 6, kernel_size=3, activation='lrelu', conv_clamp=0.5)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn([2, 4, 7, 7])
+    w = conv.weight.detach().double() / np.sqrt(4 * 9)
+    pre = torch.nn.functional.conv2d(x.double(), w, conv.bias.detach().double(), padding=1)
+    for gain in [1, np.sqrt(0.5)]:
+        expected = (torch.nn.functional.leaky_relu(pre, 0.2) * np.sqrt(2) * gain).clamp(-0.5 * gain, 0.5 * gain)
+        torch.testing.assert_close(conv(x, gain=gain).double(), expected, rtol=1e-5, atol=1e-6)
+    frozen = layers.Conv2dLayer(4, 6, kernel_size=1, trainable=False, bias=False)
+    assert [n for n, _ in frozen.named_parameters()] == [] and {n for n, _ in frozen.named_buffers()} == {'weight', 'resample_filter'}
+
 def test_truncation_psi_zero_gives_w_avg_image():
     G = tiny_G(res=8).eval()
     with torch.no_grad():
