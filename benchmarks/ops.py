@@ -63,11 +63,12 @@ def benchmark(shapes, repeats):
                         with torch.no_grad():
                             op(x, impl)
                 else:
+                    # The incoming gradient exists before the backward pass: make it once, outside the timing.
                     xg = x.clone().requires_grad_(True)
-                    def run(impl=impl, xg=xg):
-                        y = op(xg, impl)
-                        dy = torch.ones_like(y)
-                        torch.autograd.grad(y, [xg], dy)
+                    with torch.no_grad():
+                        dy = torch.randn_like(op(x, 'ref'))
+                    def run(impl=impl, xg=xg, dy=dy):
+                        torch.autograd.grad(op(xg, impl), [xg], dy)
                 times[impl] = _median_time(run, repeats)
             yield dict(op=label, shape=shape, mode=mode, ref=times['ref'], cpu=times['cpu'], ratio=times['ref'] / times['cpu'])
 

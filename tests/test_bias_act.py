@@ -181,8 +181,15 @@ def test_bad_input_raises_user_error():
         bias_act.bias_act(x, dim=2)
     with pytest.raises(dnnlib.util.UserError, match='cannot run'):
         bias_act.bias_act(x, impl='cuda')
-    with pytest.raises(dnnlib.util.UserError, match='float32 and float64'):
+    with pytest.raises(dnnlib.util.UserError, match='not torch.float16'):
         bias_act.bias_act(x.half(), act='lrelu', impl='cpu')
+
+
+def test_automatic_impl_takes_ref_for_dtypes_without_a_kernel(cpu_plugin):
+    x = torch.tensor([[-1.0, 2.0]], dtype=torch.bfloat16)
+    y = bias_act.bias_act(x, act='lrelu')
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, torch.tensor([[-0.2, 2.0]], dtype=torch.bfloat16) * 2 ** 0.5)
 
 # ----------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ def _cuda_plugin():
 
 
 _plugins = {'cpu': _cpu_plugin, 'cuda': _cuda_plugin}
+_kernel_dtypes = {'cpu': (torch.float32, torch.float64), 'cuda': (torch.float16, torch.float32, torch.float64)}
 
 # ----------------------------------------------------------------------------
 
@@ -100,11 +101,14 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
         Tensor of the shape, dtype and memory layout of x.
     """
     dim = _check_args(x, b, dim, act)
+    requested = impl if impl is not None else custom_ops.forced_impl()
     impl = custom_ops.resolve_impl(impl, x, 'bias_act', _plugins)
+    if impl != 'ref' and x.dtype not in _kernel_dtypes[impl]:
+        if requested is not None:
+            raise dnnlib.util.UserError(f"bias_act: impl={impl!r} supports {', '.join(map(str, _kernel_dtypes[impl]))}, not {x.dtype}")
+        impl = 'ref'  # e.g. bfloat16: only the reference handles it
     if impl == 'ref':
         return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    if impl == 'cpu' and x.dtype not in (torch.float32, torch.float64):
-        raise dnnlib.util.UserError(f"bias_act: impl='cpu' supports float32 and float64, not {x.dtype}")
     _, alpha, gain, clamp = _resolve_params(act, alpha, gain, clamp)
     if b is None and act == 'linear' and gain == 1 and clamp < 0:
         return x
