@@ -37,7 +37,7 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 DEFAULT_CUDA_ARCH_LIST = '9.0'  # Used only when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible.
 
 _plugins = dict()           # build digest => loaded module
-_resolved = dict()          # (op_name, impl) => loaded module, or None after a failed build
+_resolved = dict()          # (op_name, impl) => loaded module, or the exception its loading raised
 _forced_impl = None         # Set by force_impl().
 _lock = threading.Lock()    # Serialises builds between threads of this process.
 
@@ -275,51 +275,56 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     """
     cpp_extension = _cpp_extension()
     plan = _plan(module_name, sources, headers, source_dir, build_kwargs)
-    files, with_cuda, kwargs, digest, build_dir, lock_file = (plan.files, plan.with_cuda, plan.kwargs, plan.digest,
-                                                               plan.build_dir, plan.lock_file)
+    digest, build_dir = plan.digest, plan.build_dir
     if digest in _plugins:
         return _plugins[digest]
-    if with_cuda and _cuda_home() is None:
+    if plan.with_cuda and _cuda_home() is None:
         raise PluginBuildError(f'cannot build {module_name}: CUDA toolkit not found (set CUDA_HOME)')
 
-    if _talk('full'):
-        print(f'Setting up PyTorch plugin "{module_name}" in {build_dir}...', flush=True)
-    elif _talk('brief'):
-        print(f'Setting up PyTorch plugin "{module_name}"... ', end='', flush=True)
-    try:
-        with _lock:
-            if digest in _plugins:
-                return _plugins[digest]
-            os.makedirs(os.path.dirname(build_dir), exist_ok=True)
-            timeout = _lock_timeout()
-            lock = filelock.FileLock(lock_file, timeout=timeout)
-            try:
-                lock.acquire()
-            except filelock.Timeout:
-                raise BuildLockTimeout(f'timed out after {timeout:g} s waiting for the build lock {lock_file}; '
-                                       f'if no build is running, delete that file and retry')
-            try:
-                _clear_stale_torch_lock(build_dir, timeout)
-                copies = _copy_sources(files, build_dir)
-                started = time.time()
-                try:
-                    with _env('TORCH_CUDA_ARCH_LIST', _cuda_arch_list(with_cuda)), _torch_cuda_home(with_cuda):
-                        module = cpp_extension.load(name=module_name, sources=[c for c in copies if not c.endswith(('.h', '.cuh'))],
-                                                    build_directory=build_dir, verbose=_talk('full'), **kwargs)
-                except Exception as err:
-                    raise PluginBuildError(f'building {module_name} failed: {_summarise_error(err)}') from err
-            finally:
-                lock.release()
-    except BaseException:
-        if _talk('brief') and not _talk('full'):
-            print('Failed!', flush=True)
-        raise
-    if _talk('full'):
-        print(f'Done setting up PyTorch plugin "{module_name}" ({dnnlib.util.format_time(time.time() - started)}).', flush=True)
-    elif _talk('brief'):
-        print('Done.', flush=True)
-    _plugins[digest] = module
+    with _lock:
+        if digest in _plugins:  # Another thread finished it while we waited.
+            return _plugins[digest]
+        if _talk('full'):
+            print(f'Setting up PyTorch plugin "{module_name}" in {build_dir}...', flush=True)
+        elif _talk('brief'):
+            print(f'Setting up PyTorch plugin "{module_name}"... ', end='', flush=True)
+        started = time.time()
+        try:
+            module = _build_and_load(cpp_extension, plan, module_name)
+        except BaseException:
+            if _talk('brief') and not _talk('full'):
+                print('Failed!', flush=True)
+            raise
+        if _talk('full'):
+            print(f'Done setting up PyTorch plugin "{module_name}" ({dnnlib.util.format_time(time.time() - started)}).', flush=True)
+        elif _talk('brief'):
+            print('Done.', flush=True)
+        _plugins[digest] = module
     return module
+
+
+def _build_and_load(cpp_extension, plan, module_name):
+    # Under our own file lock, with a timeout, instead of waiting on torch's lock without one.
+    os.makedirs(os.path.dirname(plan.build_dir), exist_ok=True)
+    timeout = _lock_timeout()
+    lock = filelock.FileLock(plan.lock_file, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise BuildLockTimeout(f'timed out after {timeout:g} s waiting for the build lock {plan.lock_file}; '
+                               f'if no build is running, delete that file and retry') from None
+    try:
+        _clear_stale_torch_lock(plan.build_dir, timeout)
+        copies = _copy_sources(plan.files, plan.build_dir)
+        sources = [c for c in copies if not c.endswith(('.h', '.cuh'))]
+        try:
+            with _env('TORCH_CUDA_ARCH_LIST', _cuda_arch_list(plan.with_cuda)), _torch_cuda_home(plan.with_cuda):
+                return cpp_extension.load(name=module_name, sources=sources, build_directory=plan.build_dir,
+                                          verbose=_talk('full'), **plan.kwargs)
+        except Exception as err:
+            raise PluginBuildError(f'building {module_name} failed: {_summarise_error(err)}') from err
+    finally:
+        lock.release()
 
 
 def _summarise_error(err):
