@@ -199,7 +199,7 @@ def test_automatic_impl_takes_ref_for_dtypes_without_a_kernel(cpu_plugin):
 def test_cuda_matches_ref(act):
     gen = torch.Generator().manual_seed(7)
     for dtype, layout in [(torch.float32, 'contiguous'), (torch.float64, 'channels_last'), (torch.float16, 'strided')]:
-        x = _layout(torch.randn([4, 9, 6, 5], generator=gen), layout).to('cuda', dtype)
+        x = _layout(torch.randn([4, 9, 6, 5], generator=gen).to('cuda', dtype), layout)
         b = torch.randn([9], generator=gen).to('cuda', dtype)
         dy = torch.randn(x.shape, generator=gen).to('cuda', dtype)
         outs = {}

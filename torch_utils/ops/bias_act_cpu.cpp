@@ -47,10 +47,12 @@ template <class T, int A, int G>
 static void ba_run(const ba_cpu_args<T>& p, int64_t sizeX, int64_t sizeB, int64_t stepB)
 {
     const int64_t chunk = 1 << 15; // elements per task: large enough to hide the scheduling cost
-    if (!p.b)
+    if (!p.b || sizeB == 1)
     {
+        // One bias value (or none) for everything: plain chunks of the flat array.
+        T bias = p.b ? p.b[0] : (T)0;
         at::parallel_for(0, sizeX, chunk, [&](int64_t begin, int64_t end) {
-            ba_span<T, A, G, false>(p, begin, end - begin, nullptr, (T)0);
+            ba_span<T, A, G, false>(p, begin, end - begin, nullptr, bias);
         });
     }
     else if (stepB == 1)
