@@ -213,7 +213,7 @@ def training_loop(
     allow_tf32              = False,    # Enable torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32?
     abort_fn                = None,     # Callback that determines whether to abort training. Must return consistent results across ranks.
     progress_fn             = None,     # Callback function for updating training progress. Called for all ranks.
-    snapshot_grid_max       = None,     # Cap on image grid rows/columns. None = official size on CUDA, 8 on CPU.
+    snapshot_grid_max       = None,     # Cap on image grid rows/columns. None = official size on CUDA, 4 on CPU (G_ema is slow there).
     local_rank              = None,     # CUDA device index of this process on its machine. None = rank.
 ):
     # Initialize.
@@ -274,9 +274,18 @@ def training_loop(
     if rank == 0:
         print('Constructing networks...')
     common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    torch.manual_seed(random_seed) # initial weights do not depend on the number of processes
     G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device) # subclass of torch.nn.Module
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device) # subclass of torch.nn.Module
+    torch.manual_seed(random_seed * num_gpus + rank)
     G_ema = copy.deepcopy(G).eval()
+
+    # Summary before resuming: its forward pass moves G.mapping.w_avg, which the resumed weights then overwrite.
+    if rank == 0:
+        z = torch.zeros([batch_gpu, G.z_dim], device=device)
+        c = torch.zeros([batch_gpu, G.c_dim], device=device)
+        img = misc.print_module_summary(G, [z, c])
+        misc.print_module_summary(D, [img, c])
 
     if resume_data is not None:
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
@@ -286,12 +295,6 @@ def training_loop(
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=(state is not None))
             except dnnlib.util.UserError as err:
                 raise dnnlib.util.UserError(f'Cannot resume from {resume_pkl}: {name} has a different architecture. {err}') from None
-
-    if rank == 0:
-        z = torch.empty([batch_gpu, G.z_dim], device=device)
-        c = torch.empty([batch_gpu, G.c_dim], device=device)
-        img = misc.print_module_summary(G, [z, c])
-        misc.print_module_summary(D, [img, c])
 
     # Augmentation.
     augment_pipe = None
@@ -324,7 +327,8 @@ def training_loop(
             mb_ratio = reg_interval / (reg_interval + 1)
             opt_kwargs = dnnlib.EasyDict(opt_kwargs)
             opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-            opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+            if 'betas' in opt_kwargs: # Adam-style momentum decays per update as well
+                opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
             opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs) # subclass of torch.optim.Optimizer
             phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
             phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
@@ -338,7 +342,7 @@ def training_loop(
 
     # Export sample images.
     grid_size = grid_z = grid_c = None
-    grid_max = snapshot_grid_max if snapshot_grid_max is not None else (None if device.type == 'cuda' else 8)
+    grid_max = snapshot_grid_max if snapshot_grid_max is not None else (None if device.type == 'cuda' else 4)
     if rank == 0:
         print('Exporting sample images...')
         grid_size, images, labels = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, max_size=grid_max)

@@ -1,0 +1,221 @@
+"""train.py end to end on real H&E patches (CPU, tiny networks): outputs, exact resume after SIGKILL,
+2-process gloo training == 1 process, architecture mismatch on resume, option errors."""
+
+import glob
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--cfg=config-e', '--cbase=256', '--cmax=64', '--map=2', '--batch=4', '--tick=0.008', '--snap=1',
+        '--workers=0', '--metrics=none', '--seed=3']
+LOSS_KEYS = ['Loss/G/loss', 'Loss/D/loss', 'Loss/G/reg', 'Loss/D/reg', 'Loss/r1_penalty', 'Loss/pl_penalty',
+             'Loss/scores/real', 'Loss/scores/fake', 'Loss/signs/real', 'Progress/augment']
+
+
+def _env():
+    # One thread per process keeps runs comparable on a busy machine; 'ref' ops need no compiler.
+    return dict(os.environ, OMP_NUM_THREADS='1', HISTOSYNTH_OPS_IMPL='ref', PYTHONPATH=REPO)
+
+
+def _train(outdir, *args, wait=True):
+    cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={outdir}', *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def _ticks(run_dir):
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        return {int(entry['Progress/tick']['mean']): entry for entry in map(json.loads, f)}
+
+
+@pytest.fixture(scope='module')
+def he_zip(tmp_path_factory, he_crops):
+    """16 real 16x16 H&E crops of CMU-1-Small-Region as a dataset zip with dataset.json labels."""
+    path = str(tmp_path_factory.mktemp('data') / 'he16.zip')
+    with zipfile.ZipFile(path, 'w') as z:
+        for i, crop in enumerate(he_crops(16, 16, seed=5)):
+            buf = io.BytesIO()
+            PIL.Image.fromarray(crop).save(buf, format='png')
+            z.writestr(f'img{i:03d}.png', buf.getvalue())
+        z.writestr('dataset.json', json.dumps({'labels': [[f'img{i:03d}.png', i % 2] for i in range(16)]}))
+    return path
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, he_zip):
+    """Run A (4 steps in 3 ticks, uninterrupted) and run B (same options, SIGKILLed after its first snapshot), concurrently;
+    then B resumed from its run dir up to A's length."""
+    root = tmp_path_factory.mktemp('runs')
+    out_a, out_b, out_r = str(root / 'a'), str(root / 'b'), str(root / 'r')
+    proc_a = _train(out_a, f'--data={he_zip}', *TINY, '--kimg=0.016', wait=False)
+    proc_b = _train(out_b, f'--data={he_zip}', *TINY, '--kimg=1', wait=False)
+    deadline = time.time() + 600
+    while not glob.glob(os.path.join(out_b, '*', 'network-snapshot-*.pkl')):
+        assert proc_b.poll() is None, proc_b.communicate()[0]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc_b.pid, signal.SIGKILL)
+    proc_b.communicate()
+    out_text_a, _ = proc_a.communicate(timeout=600)
+    assert proc_a.returncode == 0, out_text_a
+    run_a = glob.glob(os.path.join(out_a, '*'))[0]
+    run_b = glob.glob(os.path.join(out_b, '*'))[0]
+    rc, out_text_r = _train(out_r, f'--data={he_zip}', *TINY, '--kimg=0.016', f'--resume={run_b}')
+    assert rc == 0, out_text_r
+    return dict(a=run_a, b=run_b, r=glob.glob(os.path.join(out_r, '*'))[0], b_killed=(proc_b.returncode == -signal.SIGKILL), log_r=out_text_r)
+
+
+def test_run_writes_everything(runs):
+    run = runs['a']
+    assert os.path.basename(run) == '00000-he16-config-e-kimg0.016-batch4-cbase256-cmax64-map2'
+    names = set(os.listdir(run))
+    for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png',
+                 'network-snapshot-000000.016.pkl', 'training-state-000000.016.pt', 'fakes000000.016.png']:
+        assert name in names
+    assert any(n.startswith('events.out.tfevents') for n in names)
+    assert PIL.Image.open(os.path.join(run, 'reals.png')).size == (4 * 16, 4 * 16)
+    ticks = _ticks(run)
+    assert sorted(ticks) == [0, 1, 2]
+    for entry in ticks.values():
+        for key in ['Loss/G/loss', 'Loss/D/loss', 'Loss/scores/real']:
+            assert entry[key]['num'] > 0 and np.isfinite(entry[key]['mean'])
+    with open(os.path.join(run, 'network-snapshot-000000.016.pkl'), 'rb') as f:
+        snap = pickle.load(f)
+    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    img = snap['G_ema'](torch.randn([2, snap['G_ema'].z_dim]), torch.zeros([2, 0]), noise_mode='const')
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    state = torch.load(os.path.join(run, 'training-state-000000.016.pt'), weights_only=False)
+    assert state['cur_nimg'] == 16 and state['batch_idx'] == 4 and state['cur_tick'] == 3
+    with open(os.path.join(run, 'log.txt')) as f:
+        log = f.read()
+    assert 'tick 2 ' in log and 'augment' in log and 'Exiting...' in log
+
+
+def test_killed_run_resumes_exactly(runs):
+    assert runs['b_killed']
+    first_resumed = min(_ticks(runs['r']))
+    assert first_resumed >= 1 # continued, not restarted
+    assert 'Exact resume from' in runs['log_r']
+    ticks_a, ticks_r = _ticks(runs['a']), _ticks(runs['r'])
+    assert sorted(ticks_r) == list(range(first_resumed, 3))
+    compared = 0
+    for tick, entry in ticks_r.items():
+        for key in LOSS_KEYS:
+            a = ticks_a[tick].get(key)
+            if key in entry:
+                # The collector reports differences of float64 running sums, which started at different
+                # points in the two runs: equal up to float64 rounding (the networks are compared bitwise below).
+                assert a['num'] == entry[key]['num'], (tick, key)
+                assert a['mean'] == pytest.approx(entry[key]['mean'], rel=1e-12, abs=1e-15), (tick, key)
+                assert a['std'] == pytest.approx(entry[key]['std'], rel=1e-9, abs=1e-12), (tick, key)
+                compared += 1
+            elif a is not None: # the collector repeats a statistic not reported this tick (keep_previous)
+                assert a == ticks_a[tick - 1][key], (tick, key)
+    assert compared >= 5
+    # The finished networks are identical too.
+    with open(os.path.join(runs['a'], 'network-snapshot-000000.016.pkl'), 'rb') as f:
+        snap_a = pickle.load(f)
+    with open(os.path.join(runs['r'], 'network-snapshot-000000.016.pkl'), 'rb') as f:
+        snap_r = pickle.load(f)
+    for name in ['G', 'D', 'G_ema']:
+        for (key, a), (_, r) in zip(snap_a[name].state_dict().items(), snap_r[name].state_dict().items()):
+            assert torch.equal(a, r), (name, key)
+
+
+def test_resume_into_other_architecture_is_one_line_error(runs, he_zip, tmp_path):
+    rc, out = _train(str(tmp_path), f'--data={he_zip}', *TINY, '--cbase=512', '--kimg=0.016', f'--resume={runs["a"]}')
+    last = out.strip().splitlines()[-1]
+    assert rc != 0 and 'Traceback' not in out
+    assert last.startswith('Error: Cannot resume from') and 'shape mismatch' in last and 'synthesis.b4.const' in last
+
+
+def test_option_errors(he_zip, tmp_path):
+    from click.testing import CliRunner
+
+    import train
+    for args, message in [
+        (['--gpus=3'], '--gpus must be a power of two'),
+        (['--aug=fixed'], '--aug=fixed requires specifying --p'),
+        (['--p=0.5'], '--p can only be specified with --aug=fixed'),
+        (['--batch=3', '--gpus=2'], '--batch must be at least 1 and divisible by --gpus'),
+        (['--kimg=0'], '--kimg must be positive'),
+        (['--resume=/nonexistent/run'], '--resume: no such file or directory'),
+        (['--metrics=nonsense_metric'], '--metrics'),
+    ]:
+        result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={he_zip}', '--dry-run', *args])
+        assert result.exit_code != 0, args
+        assert message in result.output.strip().splitlines()[-1], (args, result.output)
+        assert 'Traceback' not in result.output
+
+
+def test_presets_keep_published_values():
+    from training import presets
+    e = presets.resolve_cfg('config-e', 256, 1)
+    assert (e.ref_gpus, e.kimg, e.mb, e.mbstd, e.fmaps, e.lrate, e.gamma, e.ema, e.ramp, e.map) == (8, 25000, 32, 4, 0.5, 0.002, 100, 10, None, 8)
+    assert presets.cfg_specs['stylegan2'] == presets.cfg_specs['config-f']
+    assert presets.cfg_specs['paper256'] == dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=0.5, lrate=0.0025, gamma=1, ema=20, ramp=None, map=8)
+    auto = presets.resolve_cfg('auto', 256, 2)
+    assert (auto.mb, auto.mbstd, auto.fmaps, auto.lrate) == (32, 4, 0.5, 0.0025)
+    assert auto.gamma == pytest.approx(0.0002 * 256 ** 2 / 32) and auto.ema == pytest.approx(10)
+
+
+_DDP_SCRIPT = r'''
+import copy, json, sys
+import dnnlib, train
+desc, args = train.setup_training_loop_kwargs(data=sys.argv[1], cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
+    gpus=int(sys.argv[3]), aug='noaug', tick=0.004, snap=1, workers=0, metrics=[], seed=1, kimg=0.004)
+args.G_kwargs.synthesis_kwargs.use_noise = False   # per-rank noise draws would differ from one process's
+args.loss_kwargs.style_mixing_prob = 0              # likewise the per-rank mixing cutoff
+args.loss_kwargs.pl_weight = 0                      # and the per-rank path-length probe noise
+args.D_kwargs.epilogue_kwargs.mbstd_group_size = 2  # groups {0,2},{1,3}: the same split as the ranks'
+args.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.SGD', lr=0.1) # update linear in the gradient:
+args.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.SGD', lr=0.1) # Adam's first step is ~sign(grad)
+args.image_snapshot_ticks = None
+args.run_dir = sys.argv[2]
+train.launch_processes(args)
+'''
+
+
+def test_two_gloo_processes_match_one(he_zip, tmp_path):
+    results = {}
+    for gpus in [1, 2]:
+        run_dir = tmp_path / f'gpus{gpus}'
+        run_dir.mkdir()
+        proc = subprocess.run([sys.executable, '-c', _DDP_SCRIPT, he_zip, str(run_dir), str(gpus)], cwd=REPO, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout
+        with open(run_dir / 'network-snapshot-000000.004.pkl', 'rb') as f:
+            results[gpus] = pickle.load(f)
+    # One SGD step from the same initial weights: compare the weights, and check the step was not tiny.
+    beta = 0.5 ** (4 / (10 * 1000)) # G_ema = lerp(G, G_init, beta) after one step (ema 10 kimg, batch 4)
+    for name in ['G', 'D']:
+        params_1 = dict(results[1][name].named_parameters())
+        params_2 = dict(results[2][name].named_parameters())
+        assert params_1.keys() == params_2.keys()
+        for key in params_1:
+            np.testing.assert_allclose(params_2[key].numpy(), params_1[key].numpy(), atol=1e-5, rtol=0, err_msg=f'{name}.{key}')
+    ema = dict(results[1]['G_ema'].named_parameters())
+    steps = [(p - (ema[k] - (1 - beta) * p) / beta).abs().max().item() for k, p in results[1]['G'].named_parameters()]
+    assert max(steps) > 1e-3
+    with open(tmp_path / 'gpus1' / 'stats.jsonl') as f:
+        stats = [json.loads(line) for line in f]
+    assert stats[-1]['Loss/D/loss']['num'] == 4 # one step, global batch of 4
+    with open(tmp_path / 'gpus2' / 'stats.jsonl') as f:
+        stats2 = [json.loads(line) for line in f]
+    assert stats2[-1]['Loss/D/loss']['num'] == 4 # statistics are reduced over both ranks
+    assert stats2[-1]['Loss/D/loss']['mean'] == pytest.approx(stats[-1]['Loss/D/loss']['mean'], rel=1e-5)
