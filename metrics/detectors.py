@@ -238,9 +238,8 @@ def load_detector(name: str, device: torch.device | str = 'cpu', detector_dir: s
     path, origin = detector_file(name, detector_dir)
     key = (name, os.path.abspath(path), str(device))
     if key not in _loaded:
-        detector = DETECTORS[name](path).eval().requires_grad_(False).to(device)
-        detector.origin = origin
-        _loaded[key] = detector
+        _loaded[key] = DETECTORS[name](path).eval().requires_grad_(False).to(device)
+    _loaded[key].origin = origin  # The same file may be reached through another source later.
     return _loaded[key]
 
 

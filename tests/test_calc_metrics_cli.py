@@ -115,6 +115,7 @@ def test_bad_metric_name_is_a_one_line_error(run_dir):
     (lambda run, data: ['--data', str(run / 'nowhere.zip'), '--data2', data, '--metrics', 'swd16'], 'nowhere.zip'),
     (lambda run, data: ['--data', str(run / 'training_options.json'), '--data2', data, '--metrics', 'swd16'], 'training_options.json'),
     (lambda run, data: ['--network', str(run / 'network-snapshot-000000.pkl'), '--data', str(run / 'bad.zip'), '--metrics', 'swd16'], 'bad.zip'),
+    (lambda run, data: ['--data', data, '--data2', data, '--metrics', 'swd16', '--detector-dir', str(run / 'no-such-dir')], 'no-such-dir'),
 ])
 def test_user_mistakes_are_one_line_errors(run_dir, make_args, message):
     run, data = run_dir
@@ -140,3 +141,17 @@ def test_snapshot_training_set_is_the_default_data(run_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen['dataset_kwargs']['path'] == data and seen['dataset_kwargs']['xflip'] is True
     assert isinstance(seen['G'], torch.nn.Module) and seen['dataset2_kwargs'] is None
+
+
+def test_detector_dir_supplies_the_detector_file(run_dir, detector_files, tmp_path, monkeypatch):
+    from tools import assets
+    run, _ = run_dir
+    folder = tmp_path / 'detectors'
+    folder.mkdir()
+    os.symlink(detector_files['lpips-vgg16'], folder / os.path.basename(detector_files['lpips-vgg16']))
+    monkeypatch.delenv(assets.get_asset('lpips-vgg16').env_var)  # Only the folder names the file now.
+    result = _invoke(['--network', str(run / 'network-snapshot-000000.pkl'), '--metrics', 'ppl2_wend2', '--verbose', 'false',
+                      '--detector-dir', str(folder)])
+    assert result.exit_code == 0, result.output
+    row = json.loads([line for line in result.output.splitlines() if line.startswith('{')][0])
+    assert f'from path:{folder}' in row['detector_source']
