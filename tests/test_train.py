@@ -141,7 +141,7 @@ def test_resume_into_other_architecture_is_one_line_error(runs, he_zip, tmp_path
     rc, out = _train(str(tmp_path), f'--data={he_zip}', *TINY, '--cbase=512', '--kimg=0.016', f'--resume={runs["a"]}')
     last = out.strip().splitlines()[-1]
     assert rc != 0 and 'Traceback' not in out
-    assert last.startswith('Error: Cannot resume from') and 'shape mismatch' in last and 'synthesis.b4.const' in last
+    assert last.startswith('Error: Cannot resume from') and 'shape mismatch' in last and 'synthesis.b16.torgb.affine.bias (source [16], destination [32])' in last
 
 
 def test_option_errors(he_zip, tmp_path):
