@@ -3,7 +3,6 @@
 import io
 import itertools
 import json
-import os
 import zipfile
 
 import numpy as np
