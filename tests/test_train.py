@@ -219,3 +219,42 @@ def test_two_gloo_processes_match_one(he_zip, tmp_path):
         stats2 = [json.loads(line) for line in f]
     assert stats2[-1]['Loss/D/loss']['num'] == 4 # statistics are reduced over both ranks
     assert stats2[-1]['Loss/D/loss']['mean'] == pytest.approx(stats[-1]['Loss/D/loss']['mean'], rel=1e-5)
+
+
+class NaNAtThirdDmainLoss(__import__('training.loss', fromlist=['StyleGAN2Loss']).StyleGAN2Loss):
+    """StyleGAN2Loss whose discriminator turns NaN from the third Dmain phase (step 2) on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dmain_calls = 0
+        self.poisoned = False
+
+    def accumulate_gradients(self, phase, *args, **kwargs):
+        if phase == 'Dmain':
+            self.dmain_calls += 1
+            self.poisoned = self.dmain_calls >= 3
+        return super().accumulate_gradients(phase, *args, **kwargs)
+
+    def run_D(self, img, c, sync=True):
+        logits = super().run_D(img, c, sync)
+        return logits * float('nan') if self.poisoned else logits
+
+
+def test_nan_loss_aborts_naming_phase_and_keeps_last_snapshot(he_zip, tmp_path, monkeypatch):
+    import dnnlib
+    import train
+    monkeypatch.setenv('HISTOSYNTH_OPS_IMPL', 'ref')
+    _desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
+                                                   aug='noaug', tick=0.008, snap=1, workers=0, metrics=[], kimg=1)
+    args.loss_kwargs.class_name = f'{__name__}.NaNAtThirdDmainLoss'
+    args.run_dir = str(tmp_path)
+    from training.training_loop import training_loop
+    with pytest.raises(dnnlib.util.UserError) as err:
+        training_loop(**args)
+    message = str(err.value)
+    assert 'Dmain' in message and 'kimg 0.008' in message and '\n' not in message
+    assert message.endswith(os.path.join(str(tmp_path), 'network-snapshot-000000.004.pkl'))
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith('.pkl')) == ['network-snapshot-000000.004.pkl']
+    with open(tmp_path / 'network-snapshot-000000.004.pkl', 'rb') as f:
+        snap = pickle.load(f)
+    assert all(torch.isfinite(p).all() for p in snap['D'].parameters())
