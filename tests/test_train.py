@@ -258,3 +258,19 @@ def test_nan_loss_aborts_naming_phase_and_keeps_last_snapshot(he_zip, tmp_path, 
     with open(tmp_path / 'network-snapshot-000000.004.pkl', 'rb') as f:
         snap = pickle.load(f)
     assert all(torch.isfinite(p).all() for p in snap['D'].parameters())
+
+
+def test_pickle_without_state_is_transfer_learning(runs, he_zip, tmp_path):
+    import shutil
+    pkl = str(tmp_path / 'source.pkl') # no training-state file beside it
+    shutil.copy(os.path.join(runs['a'], 'network-snapshot-000000.016.pkl'), pkl)
+    rc, out = _train(str(tmp_path / 'out'), f'--data={he_zip}', *TINY, '--kimg=0.004', f'--resume={pkl}')
+    assert rc == 0, out
+    assert 'transferring weights only' in out and 'Exact resume' not in out
+    run = glob.glob(str(tmp_path / 'out' / '*'))[0]
+    assert run.endswith('-resumecustom')
+    state = torch.load(os.path.join(run, 'training-state-000000.004.pt'), weights_only=False)
+    assert state['cur_nimg'] == 4 # counters restart; the weights came from the pickle
+    with open(os.path.join(run, 'training_options.json')) as f:
+        options = json.load(f)
+    assert options['ada_kimg'] == 100 and options['ema_rampup'] is None # the official transfer-learning settings
