@@ -301,7 +301,7 @@ def training_loop(
     ada = None
     if (augment_kwargs is not None) and (augment_p > 0 or ada_target is not None):
         augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        augment_pipe.p.copy_(torch.as_tensor(state['augment_p'] if state is not None else augment_p))
+        augment_pipe.p.copy_(torch.as_tensor(state['augment_p'] if state is not None and state['augment_p'] is not None else augment_p))
         if ada_target is not None:
             ada = AdaController(target=ada_target, interval=ada_interval, kimg=ada_kimg, batch_size=batch_size)
 
