@@ -20,7 +20,7 @@ import click
 import torch
 
 import dnnlib
-from metrics import metric_main
+from metrics import metric_main, metric_utils
 
 # ----------------------------------------------------------------------------
 
@@ -56,13 +56,7 @@ def dataset_kwargs_for(path, mirror, resolution=None):
                              max_size=None, xflip=bool(mirror))
     if resolution is not None:
         kwargs.resolution = resolution
-    try:
-        dataset = dnnlib.util.construct_class_by_name(**kwargs)
-    except dnnlib.util.UserError:
-        raise
-    except Exception as err:
-        raise dnnlib.util.UserError(f'Cannot read dataset {path}: {err}') from err
-    kwargs.resolution = dataset.resolution
+    kwargs.resolution = metric_utils.open_dataset(kwargs).resolution
     return kwargs
 
 

@@ -219,6 +219,15 @@ class DefaultCommandGroup(click.Group):
             args = ['convert'] + list(args)
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter):
+        # Users type `dataset_tool.py --help` expecting the options they pass without a command name.
+        super().format_help(ctx, formatter)
+        convert_cmd = self.commands['convert']
+        convert_ctx = click.Context(convert_cmd, info_name='convert', parent=ctx)
+        records = [rec for param in convert_cmd.get_params(convert_ctx) if (rec := param.get_help_record(convert_ctx))]
+        with formatter.section('Options of convert (the default command)'):
+            formatter.write_dl(records)
+
 
 @click.group(cls=DefaultCommandGroup)
 def main():

@@ -31,7 +31,7 @@ def _metric_main():
 def setup_training_loop_kwargs(
     gpus=None, snap=None, metrics=None, seed=None,          # general (not in desc)
     data=None, cond=None, subset=None, mirror=None,         # dataset
-    cfg=None, gamma=None, kimg=None, batch=None,            # base config
+    cfg=None, gamma=None, kimg=None, batch=None, ema=None,  # base config
     aug=None, p=None, target=None, augpipe=None,            # discriminator augmentation
     resume=None, freezed=None,                              # transfer learning / resume
     cbase=None, cmax=None, map=None, tick=None,             # network size and tick length overrides
@@ -147,6 +147,11 @@ def setup_training_loop_kwargs(
         desc += f'-batch{batch}'
         args.batch_size = batch
         args.batch_gpu = batch // gpus
+    if ema is not None:
+        if not ema > 0:
+            raise UserError('--ema must be positive')
+        desc += f'-ema{ema:g}'
+        args.ema_kimg = ema
     if args.batch_size % (args.batch_gpu * gpus) != 0:
         args.batch_gpu = args.batch_size // gpus
     mbstd = args.D_kwargs.epilogue_kwargs.mbstd_group_size
@@ -357,6 +362,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--gamma', help='Override R1 gamma', type=float)
 @click.option('--kimg', help='Override training duration (thousands of real images)', type=float, metavar='FLOAT')
 @click.option('--batch', help='Override batch size', type=int, metavar='INT')
+@click.option('--ema', help='Override the G_ema half-life in kimg (short runs need a short one) [default: from --cfg]', type=float, metavar='FLOAT')
 @click.option('--cbase', help='Override network width (channel_base) [default: from --cfg]', type=int, metavar='INT')
 @click.option('--cmax', help='Override max channels per layer [default: 512]', type=int, metavar='INT')
 @click.option('--map', help='Override mapping network depth [default: from --cfg]', type=int, metavar='INT')

@@ -387,3 +387,11 @@ def test_plain_image_as_one_level_slide(tmp_path):
         np.testing.assert_array_equal(decode(pngs[fname]), image[m['y']:m['y'] + 128, m['x']:m['x'] + 128])
     result = run('--source', tile, '--dest', tmp_path / 'mpp.zip', '--mpp', 1.0, ok=False)
     assert 'no mpp' in result.output and not os.path.exists(tmp_path / 'mpp.zip')
+
+
+def test_top_level_help_lists_convert_options():
+    import dataset_tool
+    result = CliRunner().invoke(dataset_tool.main, ['--help'])
+    assert result.exit_code == 0
+    for text in ('merge', '--source', '--patch-size', '--tissue-min', '--annotations', '--shard', '--preview'):
+        assert text in result.output, text

@@ -154,6 +154,7 @@ def test_option_errors(he_zip, tmp_path):
         (['--p=0.5'], '--p can only be specified with --aug=fixed'),
         (['--batch=3', '--gpus=2'], '--batch must be at least 1 and divisible by --gpus'),
         (['--kimg=0'], '--kimg must be positive'),
+        (['--ema=0'], '--ema must be positive'),
         (['--resume=/nonexistent/run'], '--resume: no such file or directory'),
         (['--metrics=nonsense_metric'], '--metrics'),
     ]:
@@ -161,6 +162,14 @@ def test_option_errors(he_zip, tmp_path):
         assert result.exit_code != 0, args
         assert message in result.output.strip().splitlines()[-1], (args, result.output)
         assert 'Traceback' not in result.output
+
+
+def test_ema_override(he_zip):
+    import train
+    desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', batch=4)
+    assert args.ema_kimg == 10 # config-e's published half-life
+    desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', batch=4, ema=0.5)
+    assert args.ema_kimg == 0.5 and desc.endswith('-ema0.5')
 
 
 def test_presets_keep_published_values():
