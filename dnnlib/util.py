@@ -123,6 +123,13 @@ def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def make_readable(path: str) -> None:
+    """Give a finished output the usual umask permissions (temporary files are created private, 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str):
     """Yield a temporary path beside `path`; rename it to `path` on success, delete it on error.
@@ -136,6 +143,7 @@ def atomic_write(path: str):
     os.close(fd)
     try:
         yield tmp
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -95,3 +95,13 @@ def test_logger_tees_to_file(tmp_path, monkeypatch):
     logger.close()
     assert sys.stdout is fake
     assert "status line" in fake.getvalue() and "status line" in log.read_text()
+
+
+def test_atomic_write_output_gets_umask_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with util.atomic_write(str(tmp_path / "out.bin")) as tmp:
+            open(tmp, "wb").write(b"x")
+    finally:
+        os.umask(umask)
+    assert (os.stat(tmp_path / "out.bin").st_mode & 0o777) == 0o644

@@ -294,6 +294,7 @@ def _store_verified(asset, source, tmp_file):
         raise AssetError(f'{asset.name}: checksum mismatch for {source.basename} from {source.describe()}: '
                          f'expected sha256 {source.sha256}, got {digest}')
     file = cache_path(asset, source)
+    dnnlib.util.make_readable(tmp_file)
     os.replace(tmp_file, file)
     stat = os.stat(file)
     _verified[file] = (stat.st_size, stat.st_mtime_ns)

@@ -12,7 +12,6 @@ import scipy.ndimage
 from dnnlib.util import atomic_write
 
 from .patches import CLASS_BACKGROUND, CLASS_PARTIAL, CLASS_TISSUE
-from .writer import make_readable
 
 CLASS_COLORS = {CLASS_TISSUE: '#1a9850', CLASS_PARTIAL: '#fee08b', CLASS_BACKGROUND: '#d73027'}
 CLASS_LABELS = {CLASS_TISSUE: '≥ 90 % tissue', CLASS_PARTIAL: '10–90 %', CLASS_BACKGROUND: '≤ 10 % tissue'}
@@ -88,6 +87,5 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
         img = PIL.Image.open(buf).convert('RGB').quantize(colors=256, method=PIL.Image.Quantize.MEDIANCUT)
         with atomic_write(path) as tmp:
             img.save(tmp, format='png', optimize=True)
-            make_readable(tmp)
     finally:
         plt.close(fig)

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import zipfile
 
+import dnnlib.util
 from dnnlib.util import UserError
 
 METADATA_FNAME = 'metadata.json'
@@ -20,13 +21,6 @@ LABELS_FNAME = 'dataset.json'
 def image_fname(index: int) -> str:
     """Official naming: 1000 images per folder."""
     return f'{index // 1000:05d}/img{index:08d}.png'
-
-
-def make_readable(path: str) -> None:
-    """Temporary files are created private (0600); give the finished output the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
 def check_dest(dest: str, overwrite: bool) -> None:
@@ -105,7 +99,7 @@ class DatasetWriter:
                 raise UserError(f'{self.dest} is a folder, cannot replace it with a zip')
             if os.path.isdir(self.dest):
                 shutil.rmtree(self.dest)
-            make_readable(self._tmp)
+            dnnlib.util.make_readable(self._tmp)
             os.replace(self._tmp, self.dest)
         elif os.path.isdir(self._tmp):
             shutil.rmtree(self._tmp, ignore_errors=True)
