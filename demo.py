@@ -42,11 +42,11 @@ def latest_snapshot(run_root: str) -> str:
 
 @click.command()
 @click.option("--outdir", default="demo-out", show_default=True, help="Folder for everything the demo writes.")
-@click.option("--kimg", type=float, default=3.0, show_default=True,
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
               help="Training length in thousands of real images (about 1 min per kimg on 2 cores).")
 @click.option("--patch-size", type=click.Choice(["32", "64"]), default="64", show_default=True,
               help="Patch size in pixels at level 0 (0.499 um/px).")
-@click.option("--metric-images", type=int, default=500, show_default=True,
+@click.option("--metric-images", type=click.IntRange(min=2), default=500, show_default=True,
               help="Generated images per metric (FID uses Inception on CPU: keep it small).")
 def main(outdir: str, kimg: float, patch_size: str, metric_images: int) -> None:
     """Run the HistoSynth pipeline end to end on real H&E (CPU is enough)."""
