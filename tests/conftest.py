@@ -20,6 +20,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one CPU thread: many tiny ops gain nothing from threads, and on an oversubscribed
+    CPU every OpenMP region waits for a descheduled second thread (10-100x slower)."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 @pytest.fixture(scope="session")
 def he_slide_path():
     """Path of the real H&E slide CMU-1-Small-Region (Aperio SVS, 2220x2967, 0.499 um/px)."""

@@ -7,15 +7,7 @@ import torch
 
 from torch_utils.ops import conv2d_resample, upfirdn2d
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared, oversubscribed CPU every OpenMP region waits for a descheduled second thread, which makes
-    # these many tiny ops 10-100x slower; threads buy nothing at these sizes.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def definition(x, w, f, up, down, padding, groups, flip_weight, flip_filter):

@@ -9,15 +9,7 @@ import torch
 
 from torch_utils.ops import upfirdn2d
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared, oversubscribed CPU every OpenMP region waits for a descheduled second thread, which makes
-    # these many tiny ops 10-100x slower; threads buy nothing at these sizes.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 #----------------------------------------------------------------------------
 # Independent brute force: numpy zero insertion + pad/crop, scipy 'valid' convolution, strided decimation.
