@@ -24,11 +24,11 @@ import re
 import time
 
 import numpy as np
-import PIL.Image
 import psutil
 import torch
 
 import dnnlib
+from tools import cli_utils
 from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training.dataset import ResumableSampler
@@ -97,11 +97,13 @@ def save_image_grid(img, fname, drange, grid_size):
     lo, hi = drange
     img = np.asarray(img, dtype=np.float32)
     img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
-    _N, C, H, W = img.shape
-    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
-    with dnnlib.util.atomic_write(fname) as tmp:
-        PIL.Image.fromarray(img[:, :, 0] if C == 1 else img, 'L' if C == 1 else 'RGB').save(tmp, format='png')
+    cli_utils.save_image(cli_utils.make_image_grid(img.transpose(0, 2, 3, 1), grid_w=grid_size[0]), fname)
+
+@torch.no_grad()
+def save_fakes_grid(G_ema, grid_z, grid_c, fname, grid_size):
+    """G_ema's images for the fixed grid latents (noise_mode='const', so grids compare across ticks)."""
+    images = torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
+    save_image_grid(images, fname, drange=[-1, 1], grid_size=grid_size)
 
 #----------------------------------------------------------------------------
 # ADA: move p so that E[sign(D(real))] approaches the target.
@@ -350,9 +352,7 @@ def training_loop(
         grid_gen = torch.Generator().manual_seed(random_seed)
         grid_z = torch.randn([labels.shape[0], G.z_dim], generator=grid_gen).to(device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
-        with torch.no_grad():
-            images = torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
-        save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), drange=[-1, 1], grid_size=grid_size)
+        save_fakes_grid(G_ema, grid_z, grid_c, os.path.join(run_dir, 'fakes_init.png'), grid_size)
 
     # Initialize logs.
     if rank == 0:
@@ -496,9 +496,7 @@ def training_loop(
 
         # Save image snapshot.
         if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
-            with torch.no_grad():
-                images = torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
-            save_image_grid(images, os.path.join(run_dir, f'fakes{tag}.png'), drange=[-1, 1], grid_size=grid_size)
+            save_fakes_grid(G_ema, grid_z, grid_c, os.path.join(run_dir, f'fakes{tag}.png'), grid_size)
 
         # Save network snapshot, and the training state beside it.
         snapshot_pkl = None

@@ -39,6 +39,23 @@ struct upfirdn2d_params
     double       gain;
 };
 
+// Fills everything but the data pointers from the tensor sizes and the op's arguments (shared by both bindings).
+inline void ufd_set_geometry(upfirdn2d_params& p, int64_t planes, int64_t in_h, int64_t in_w, int64_t fh, int64_t fw,
+    int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+{
+    p.planes = planes;
+    p.in_h = in_h;
+    p.in_w = in_w;
+    p.fh = fh;
+    p.fw = fw;
+    p.upx = upx; p.upy = upy; p.downx = downx; p.downy = downy;
+    p.padx0 = padx0; p.pady0 = pady0;
+    p.out_h = ufd_out_size(in_h, upy, downy, pady0, pady1, fh);
+    p.out_w = ufd_out_size(in_w, upx, downx, padx0, padx1, fw);
+    p.flip = flip;
+    p.gain = gain;
+}
+
 // One output pixel by direct summation over the taps that hit real input pixels. This is the CUDA kernel's
 // per-thread work; the CPU plugin exposes it too (upfirdn2d_pixelwise) so that tests check it without a GPU.
 // A is the accumulation type (float for half/float, double for double).

@@ -194,17 +194,8 @@ static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfi
     TORCH_CHECK(f.size(0) >= 1 && f.size(1) >= 1, "f must be at least 1x1");
 
     x = x.contiguous();
-    p.planes = x.size(0) * x.size(1);
-    p.in_h = x.size(2);
-    p.in_w = x.size(3);
-    p.fh = f.size(0);
-    p.fw = f.size(1);
-    p.upx = upx; p.upy = upy; p.downx = downx; p.downy = downy;
-    p.padx0 = padx0; p.pady0 = pady0;
-    p.out_h = ufd_out_size(p.in_h, upy, downy, pady0, pady1, p.fh);
-    p.out_w = ufd_out_size(p.in_w, upx, downx, padx0, padx1, p.fw);
-    p.flip = flip;
-    p.gain = gain;
+    ufd_set_geometry(p, x.size(0) * x.size(1), x.size(2), x.size(3), f.size(0), f.size(1),
+        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
     TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "output must be at least 1x1");
     torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
     p.x = x.data_ptr();

@@ -22,18 +22,9 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
     x = x.contiguous();
     f = f.contiguous();
     upfirdn2d_params p;
-    p.planes = x.size(0) * x.size(1);
-    p.in_h = x.size(2);
-    p.in_w = x.size(3);
-    p.fh = f.size(0);
-    p.fw = f.size(1);
-    p.upx = upx; p.upy = upy; p.downx = downx; p.downy = downy;
-    p.padx0 = padx0; p.pady0 = pady0;
-    p.out_h = ufd_out_size(p.in_h, upy, downy, pady0, pady1, p.fh);
-    p.out_w = ufd_out_size(p.in_w, upx, downx, padx0, padx1, p.fw);
+    ufd_set_geometry(p, x.size(0) * x.size(1), x.size(2), x.size(3), f.size(0), f.size(1),
+        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
     TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "output must be at least 1x1");
-    p.flip = flip;
-    p.gain = gain;
 
     torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
     if (y.numel() == 0)
