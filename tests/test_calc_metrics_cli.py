@@ -13,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 import calc_metrics
-from tests.test_metrics_pipeline import dataset_kwargs, tiny_generator, write_dataset_zip
+from tests.datasets import write_dataset_zip
+from tests.test_metrics_pipeline import dataset_kwargs, tiny_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

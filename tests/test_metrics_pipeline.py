@@ -1,27 +1,15 @@
 """Feature statistics over datasets and generators, the real-image stats cache, PPL, calc_metric/report_metric."""
 
-import io
 import json
 import os
-import zipfile
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 
 import dnnlib
 from metrics import detectors, metric_main, metric_utils
-
-
-def write_dataset_zip(path, images):
-    """A dataset zip in the official layout: PNGs (no labels)."""
-    with zipfile.ZipFile(path, 'w') as z:
-        for i, img in enumerate(images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img).save(buf, format='PNG')
-            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
-    return str(path)
+from tests.datasets import write_dataset_zip
 
 
 def dataset_kwargs(path, **kwargs):

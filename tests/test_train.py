@@ -2,7 +2,6 @@
 2-process gloo training == 1 process, architecture mismatch on resume, option errors."""
 
 import glob
-import io
 import json
 import os
 import pickle
@@ -10,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+
+from tests.datasets import write_dataset_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--cfg=config-e', '--cbase=256', '--cmax=64', '--map=2', '--batch=4', '--tick=0.008', '--snap=1',
@@ -46,14 +46,8 @@ def _ticks(run_dir):
 @pytest.fixture(scope='module')
 def he_zip(tmp_path_factory, he_crops):
     """16 real 16x16 H&E crops of CMU-1-Small-Region as a dataset zip with dataset.json labels."""
-    path = str(tmp_path_factory.mktemp('data') / 'he16.zip')
-    with zipfile.ZipFile(path, 'w') as z:
-        for i, crop in enumerate(he_crops(16, 16, seed=5)):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(crop).save(buf, format='png')
-            z.writestr(f'img{i:03d}.png', buf.getvalue())
-        z.writestr('dataset.json', json.dumps({'labels': [[f'img{i:03d}.png', i % 2] for i in range(16)]}))
-    return path
+    path = tmp_path_factory.mktemp('data') / 'he16.zip'
+    return write_dataset_zip(path, he_crops(16, 16, seed=5), labels=[i % 2 for i in range(16)])
 
 
 @pytest.fixture(scope='module')
