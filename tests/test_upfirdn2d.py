@@ -282,9 +282,9 @@ def test_cuda_pixel_formula_on_cpu(dtype):
     x = torch.randn([2, 3, 9, 7], dtype=dtype, generator=torch.Generator().manual_seed(5))
     for up, down, padding, flip_filter in itertools.product(
             [1, 2, [2, 1]], [1, 2, [1, 3]], [0, [3, -1, 1, -2]], [False, True]):
-        upx, upy = upfirdn2d._parse_scaling(up)
-        downx, downy = upfirdn2d._parse_scaling(down)
-        got = plugin.upfirdn2d_pixelwise(x, f, upx, upy, downx, downy, *upfirdn2d._parse_padding(padding), flip_filter, 1.7)
+        upx, upy = upfirdn2d._xy(up, 'up')
+        downx, downy = upfirdn2d._xy(down, 'down')
+        got = plugin.upfirdn2d_pixelwise(x, f, upx, upy, downx, downy, *upfirdn2d._sides(padding), flip_filter, 1.7)
         want = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=1.7, impl='ref')
         assert_close_rel(got, want)
 
