@@ -39,8 +39,10 @@ def _cases(ops, shapes):
             op, bias = _bias_act_case(shape)
             yield 'bias_act lrelu+bias+gain+clamp', shape, op, bias
         if 'upfirdn2d' in ops:
-            yield 'upfirdn2d up=2, 4x4 filter', shape, lambda x, b, impl: upfirdn2d.upsample2d(x, f, up=2, impl=impl), None
-            yield 'upfirdn2d down=2, 4x4 filter', shape, lambda x, b, impl: upfirdn2d.downsample2d(x, f, down=2, impl=impl), None
+            up = lambda x, b, impl: upfirdn2d.upsample2d(x, f, up=2, impl=impl)  # noqa: E731
+            down = lambda x, b, impl: upfirdn2d.downsample2d(x, f, down=2, impl=impl)  # noqa: E731
+            yield 'upfirdn2d up=2, 4x4 filter', shape, up, None
+            yield 'upfirdn2d down=2, 4x4 filter', shape, down, None
 
 
 def _runner(op, x, bias, impl, backward):
@@ -81,7 +83,8 @@ def benchmark(ops, shapes, repeats, modes):
         x = torch.randn(shape)
         for mode in modes:
             backward = mode == 'forward+backward'
-            ref, cpu = _interleaved(_runner(op, x, bias, 'ref', backward), _runner(op, x, bias, 'cpu', backward), repeats)
+            runners = [_runner(op, x, bias, impl, backward) for impl in ['ref', 'cpu']]
+            ref, cpu = _interleaved(*runners, repeats)
             ratios = [r / c for r, c in zip(ref, cpu)]
             yield dict(op=label, shape=shape, mode=mode, ref=ref, cpu=cpu, ratio=statistics.median(ratios),
                        ratio_lo=min(ratios), ratio_hi=max(ratios))
@@ -94,12 +97,17 @@ def _ms(values):
 
 
 @click.command()
-@click.option('--ops', 'ops', type=click.Choice(['bias_act', 'upfirdn2d']), multiple=True, default=['bias_act', 'upfirdn2d'],
-              show_default=True, help='Which ops to time (repeat the option for several).')
-@click.option('--quick', is_flag=True, help='Small shapes ([2,64,32,32], [2,32,64,64]) for a smoke run instead of the issue-14 shapes.')
-@click.option('--repeats', type=click.IntRange(min=1), default=9, show_default=True, help='Interleaved ref/cpu pairs per row.')
-@click.option('--threads', type=click.IntRange(min=1), default=None, help='torch.set_num_threads for both sides (default: torch default).')
-@click.option('--backward-only', is_flag=True, help='Time only forward+backward (what training pays), not the forward pass alone.')
+@click.option('--ops', 'ops', type=click.Choice(['bias_act', 'upfirdn2d']), multiple=True,
+              default=['bias_act', 'upfirdn2d'], show_default=True,
+              help='Which ops to time (repeat the option for several).')
+@click.option('--quick', is_flag=True,
+              help='Small shapes ([2,64,32,32], [2,32,64,64]) for a smoke run instead of the issue-14 shapes.')
+@click.option('--repeats', type=click.IntRange(min=1), default=9, show_default=True,
+              help='Interleaved ref/cpu pairs per row.')
+@click.option('--threads', type=click.IntRange(min=1), default=None,
+              help='torch.set_num_threads for both sides (default: torch default).')
+@click.option('--backward-only', is_flag=True,
+              help='Time only forward+backward (what training pays), not the forward pass alone.')
 def main(ops, quick, repeats, threads, backward_only):
     """Print ref/cpu speed ratios of the compiled CPU ops (median of interleaved pairs, with spread)."""
     if threads is not None:

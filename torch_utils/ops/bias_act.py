@@ -33,7 +33,8 @@ _SQRT2 = math.sqrt(2)
 activation_funcs = {
     'linear':   _activation(lambda v, alpha: v, 1, ref='', has_2nd_grad=False),
     'relu':     _activation(lambda v, alpha: _F.relu(v), 2, def_gain=_SQRT2, has_2nd_grad=False),
-    'lrelu':    _activation(lambda v, alpha: _F.leaky_relu(v, alpha), 3, def_gain=_SQRT2, def_alpha=0.2, has_2nd_grad=False),
+    'lrelu':    _activation(lambda v, alpha: _F.leaky_relu(v, alpha), 3, def_gain=_SQRT2, def_alpha=0.2,
+                            has_2nd_grad=False),
     'tanh':     _activation(lambda v, alpha: torch.tanh(v), 4),
     'sigmoid':  _activation(lambda v, alpha: torch.sigmoid(v), 5),
     'elu':      _activation(lambda v, alpha: _F.elu(v), 6),
@@ -52,15 +53,17 @@ _loaded = {}
 def _cpu_plugin():
     # -fno-trapping-math lets the compiler turn the activations' branches into vector selects (same results).
     if 'cpu' not in _loaded:
-        _loaded['cpu'] = custom_ops.get_plugin('bias_act_cpu_plugin', sources=['bias_act_cpu.cpp'], headers=['bias_act.h'],
-                                               source_dir=_HERE, extra_cflags=['-fno-trapping-math'])
+        _loaded['cpu'] = custom_ops.get_plugin('bias_act_cpu_plugin', sources=['bias_act_cpu.cpp'],
+                                               headers=['bias_act.h'], source_dir=_HERE,
+                                               extra_cflags=['-fno-trapping-math'])
     return _loaded['cpu']
 
 
 def _cuda_plugin():
     if 'cuda' not in _loaded:
         _loaded['cuda'] = custom_ops.get_plugin('bias_act_cuda_plugin', sources=['bias_act_cuda.cpp', 'bias_act.cu'],
-                                                headers=['bias_act.h'], source_dir=_HERE, extra_cuda_cflags=['--use_fast_math'])
+                                                headers=['bias_act.h'], source_dir=_HERE,
+                                                extra_cuda_cflags=['--use_fast_math'])
     return _loaded['cuda']
 
 

@@ -39,7 +39,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Same arguments and result as torch.nn.functional.conv_transpose2d."""
     if not enabled:
-        return torch.nn.functional.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return torch.nn.functional.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+                                                    dilation)
     spec = _ConvSpec.make(True, stride, padding, dilation, output_padding, groups)
     return _Convolution.apply(input, weight, bias, spec)
 

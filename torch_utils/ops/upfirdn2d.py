@@ -195,7 +195,9 @@ class _Resampling:
 
     def output_size(self, height, width, fw, fh):
         x0, x1, y0, y1 = self.pad
-        return ((height * self.upy + y0 + y1 - fh) // self.downy + 1, (width * self.upx + x0 + x1 - fw) // self.downx + 1)
+        out_height = (height * self.upy + y0 + y1 - fh) // self.downy + 1
+        out_width = (width * self.upx + x0 + x1 - fw) // self.downx + 1
+        return out_height, out_width
 
     def transposed(self, in_height, in_width, out_height, out_width, fw, fh):
         """The upfirdn2d that maps a gradient w.r.t. the output back to one w.r.t. the input.
@@ -214,7 +216,8 @@ class _Resampling:
         """Call the compiled kernel; a separable filter runs as an x pass and a y pass, each with sqrt(gain)."""
         x0, x1, y0, y1 = self.pad
         if f.ndim == 2:
-            return _kernel_call(plugin, x, f, self.upx, self.upy, self.downx, self.downy, x0, x1, y0, y1, self.flip, self.gain)
+            return _kernel_call(plugin, x, f, self.upx, self.upy, self.downx, self.downy, x0, x1, y0, y1, self.flip,
+                                self.gain)
         half_gain = self.gain ** 0.5
         x = _kernel_call(plugin, x, f[None, :], self.upx, 1, self.downx, 1, x0, x1, 0, 0, self.flip, half_gain)
         return _kernel_call(plugin, x, f[:, None], 1, self.upy, 1, self.downy, 0, 0, y0, y1, self.flip, half_gain)
@@ -241,12 +244,10 @@ def _reference(x, f, plan):
     taps = f.to(x.dtype) * plan.gain ** (f.ndim / 2)
     if not plan.flip:
         taps = taps.flip(list(range(f.ndim)))
-    conv = lambda v, k, stride: torch.nn.functional.conv2d(  # noqa: E731  depthwise: one filter per channel
-        v, k[None, None].expand(channels, 1, *k.shape), stride=stride, groups=channels)
-    if f.ndim == 2:
-        return conv(x, taps, (plan.downy, plan.downx))
-    x = conv(x, taps[None, :], (1, plan.downx))
-    return conv(x, taps[:, None], (plan.downy, 1))
+    conv = lambda v, k: torch.nn.functional.conv2d(  # noqa: E731  depthwise: one filter per channel
+        v, k[None, None].expand(channels, 1, *k.shape), groups=channels)
+    x = conv(x, taps) if f.ndim == 2 else conv(conv(x, taps[None, :]), taps[:, None])
+    return x[:, :, ::plan.downy, ::plan.downx]  # decimation as its own step, as in the definition
 
 
 class _Upfirdn2dKernel(torch.autograd.Function):
