@@ -278,3 +278,29 @@ def test_bias_gradient_without_kept_bias_and_dims(cpu_plugin):
         want = torch.autograd.grad(bias_act.bias_act(x, b, dim=dim, act='lrelu', impl='ref'), [x, b], dy)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('act', ACTS)
+def test_cuda_element_code_on_cpu_matches_ref_derivatives(cpu_plugin, act):
+    # bias_act.cu runs ba_flat_element (bias_act.h) per element; the CPU plugin's bias_act_flat runs the same
+    # code, flat index and bias indexing included. Its three modes against 'ref' and autograd on 'ref'.
+    gen = torch.Generator().manual_seed(12)
+    code = bias_act.activation_funcs[act].cuda_idx
+    for layout, dim in [('contiguous', 1), ('channels_last', 1), ('contiguous', 3), ('channels_last', 2)]:
+        x = _layout(torch.randn([2, 5, 4, 3], generator=gen, dtype=torch.float64) * 2, layout)
+        b = torch.randn([x.shape[dim]], generator=gen, dtype=torch.float64)
+        dy, ddx = torch.randn(x.shape, generator=gen, dtype=torch.float64), torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        dy, ddx = dy.contiguous(memory_format=bias_act._memory_format(x)), ddx.contiguous(memory_format=bias_act._memory_format(x))
+        # The kernel arguments carry alpha, gain and clamp as float32: values exact in float32 keep float64 exact.
+        alpha, gain, clamp = 0.25, 1.25, 1.125
+        xr = x.detach().requires_grad_(True)
+        y = bias_act.bias_act(xr, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ref')
+        (gx,) = torch.autograd.grad(y, xr, dy, create_graph=True)
+        ggx = torch.autograd.grad(gx, xr, ddx, allow_unused=True)[0] if gx.requires_grad else None
+        none = x.new_empty([0])
+        flat = lambda *args: cpu_plugin.bias_act_flat(*args, dim, code, alpha, gain, clamp)  # noqa: E731
+        y_flat = flat(x, b, none, none, none, 0)
+        torch.testing.assert_close(y_flat, y.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(flat(dy, b, x, y_flat, none, 1), gx.detach(), rtol=1e-10, atol=1e-12)
+        want2 = torch.zeros_like(x) if ggx is None else ggx
+        torch.testing.assert_close(flat(ddx, b, x, y_flat, dy, 2), want2, rtol=1e-8, atol=1e-10)

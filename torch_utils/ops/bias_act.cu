@@ -1,5 +1,5 @@
-// bias_act on a CUDA device: a grid-stride loop over the flat tensor. The arithmetic per element is
-// ba_element() of bias_act.h, the same code the CPU plugin runs (and the CPU tests check).
+// bias_act on a CUDA device: a grid-stride loop over the flat tensor. Everything per element (indexing and
+// arithmetic) is ba_flat_element() of bias_act.h, which the CPU plugin also runs (and the CPU tests check).
 
 #include <cuda_runtime.h>
 #include <c10/util/Half.h>
@@ -13,23 +13,10 @@ template <class T, int A, int M>
 __global__ void ba_cuda_kernel(ba_cuda_args a)
 {
     using S = typename ba_math_type<T>::type;
-    const T* in = static_cast<const T*>(a.in);
-    const T* bias = static_cast<const T*>(a.bias);
-    const T* sx = static_cast<const T*>(a.saved_x);
-    const T* sy = static_cast<const T*>(a.saved_y);
-    const T* g1 = static_cast<const T*>(a.first_grad);
     T* out = static_cast<T*>(a.out);
-    const S alpha = (S)a.alpha, gain = (S)a.gain, clamp = (S)a.clamp;
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.count; i += stride)
-    {
-        const S bv = bias ? (S)bias[(i / a.bias_stride) % a.bias_len] : (S)0;
-        const S xv = sx ? (S)sx[i] : (S)0;
-        const S yv = sy ? (S)sy[i] : (S)0;
-        const S gv = g1 ? (S)g1[i] : (S)1;
-        out[i] = (T)ba_element<S, A, M>((S)in[i], bv, xv, yv, gv, alpha, gain, clamp);
-    }
+        out[i] = (T)ba_flat_element<S, T, A, M>(a, i);
 }
 
 // Grid size: enough blocks to fill any current GPU, each thread then loops over the rest.

@@ -124,6 +124,23 @@ struct ba_cuda_args
     int64_t     count, bias_len, bias_stride;
 };
 
+// Element i of the CUDA kernel's loop: fetch by flat index, compute in S, return the value to store. The
+// CPU plugin runs the same function over the whole tensor (bias_act_flat) so that tests check it here.
+template <class S, class T, int A, int M>
+BA_FUNC S ba_flat_element(const ba_cuda_args& a, int64_t i)
+{
+    const T* bias = static_cast<const T*>(a.bias);
+    const T* sx = static_cast<const T*>(a.saved_x);
+    const T* sy = static_cast<const T*>(a.saved_y);
+    const T* g1 = static_cast<const T*>(a.first_grad);
+    const S bv = bias ? (S)bias[(i / a.bias_stride) % a.bias_len] : (S)0;
+    const S xv = sx ? (S)sx[i] : (S)0;
+    const S yv = sy ? (S)sy[i] : (S)0;
+    const S gv = g1 ? (S)g1[i] : (S)1;
+    const S v = (S)static_cast<const T*>(a.in)[i];
+    return ba_element<S, A, M>(v, bv, xv, yv, gv, (S)a.alpha, (S)a.gain, (S)a.clamp);
+}
+
 // Defined in bias_act.cu, for the storage types double, float and c10::Half.
 #ifdef CUDART_VERSION
 template <class T> cudaError_t bias_act_cuda_launch(const ba_cuda_args& a, cudaStream_t stream);

@@ -144,6 +144,32 @@ static void ba_run_act(const ba_cpu_args<T>& p, int act, int grad, int64_t sizeX
     }
 }
 
+// ba_flat_element with the activation and mode chosen at run time (the CUDA side picks them per launch).
+template <class T, int A>
+static T ba_flat_mode(const ba_cuda_args& a, int64_t i)
+{
+    if (a.mode == 0) return ba_flat_element<T, T, A, 0>(a, i);
+    if (a.mode == 1) return ba_flat_element<T, T, A, 1>(a, i);
+    return ba_flat_element<T, T, A, 2>(a, i);
+}
+
+template <class T>
+static T ba_flat_dispatch(const ba_cuda_args& a, int64_t i)
+{
+    switch (a.act)
+    {
+    case BA_LINEAR:   return ba_flat_mode<T, BA_LINEAR>(a, i);
+    case BA_RELU:     return ba_flat_mode<T, BA_RELU>(a, i);
+    case BA_LRELU:    return ba_flat_mode<T, BA_LRELU>(a, i);
+    case BA_TANH:     return ba_flat_mode<T, BA_TANH>(a, i);
+    case BA_SIGMOID:  return ba_flat_mode<T, BA_SIGMOID>(a, i);
+    case BA_ELU:      return ba_flat_mode<T, BA_ELU>(a, i);
+    case BA_SELU:     return ba_flat_mode<T, BA_SELU>(a, i);
+    case BA_SOFTPLUS: return ba_flat_mode<T, BA_SOFTPLUS>(a, i);
+    default:          return ba_flat_mode<T, BA_SWISH>(a, i);
+    }
+}
+
 //------------------------------------------------------------------------
 
 // Same strides wherever the size is > 1, i.e. the same order of elements in memory.
@@ -246,9 +272,49 @@ std::vector<torch::Tensor> bias_act_cpu(torch::Tensor x, torch::Tensor b, torch:
 
 //------------------------------------------------------------------------
 
+// The CUDA kernel's per-element code (ba_flat_element) over the whole tensor, single-threaded: lets the CPU
+// tests check what bias_act.cu computes, bias indexing included. Same arguments as bias_act_cpu, no sums.
+torch::Tensor bias_act_flat(torch::Tensor x, torch::Tensor b, torch::Tensor xref, torch::Tensor yref,
+    torch::Tensor dy, int64_t mode, int64_t dim, int64_t act, double alpha, double gain, double clamp)
+{
+    TORCH_CHECK(x.device().is_cpu() && x.is_non_overlapping_and_dense(), "bias_act_flat: x must be a dense CPU tensor");
+    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "bias_act_flat: float32 or float64");
+    TORCH_CHECK(0 <= dim && dim < x.dim() && 0 <= mode && mode <= 2, "bias_act_flat: dim or mode out of range");
+    TORCH_CHECK(BA_LINEAR <= act && act <= BA_SWISH, "bias_act_flat: unknown activation");
+    ba_check_aux(xref, x, "xref");
+    ba_check_aux(yref, x, "yref");
+    ba_check_aux(dy, x, "dy");
+    torch::Tensor bc = b.contiguous();
+    torch::Tensor out = torch::empty_like(x);
+    ba_cuda_args a;
+    a.in = x.data_ptr();
+    a.bias = bc.numel() ? bc.data_ptr() : nullptr;
+    a.saved_x = xref.numel() ? xref.data_ptr() : nullptr;
+    a.saved_y = yref.numel() ? yref.data_ptr() : nullptr;
+    a.first_grad = dy.numel() ? dy.data_ptr() : nullptr;
+    a.out = out.data_ptr();
+    a.mode = (int)mode;
+    a.act = (int)act;
+    a.alpha = (float)alpha;
+    a.gain = (float)gain;
+    a.clamp = (float)clamp;
+    a.count = x.numel();
+    a.bias_len = bc.numel() ? x.size(dim) : 1;
+    a.bias_stride = (bc.numel() && a.bias_len > 1) ? x.stride(dim) : 1;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_act_flat", [&] {
+        scalar_t* y = out.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < a.count; i++)
+            y[i] = ba_flat_dispatch<scalar_t>(a, i);
+    });
+    return out;
+}
+
+//------------------------------------------------------------------------
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module)
 {
     module.def("bias_act", &bias_act_cpu,
                "bias + activation + gain + clamp on the CPU; grad = 0, 1 or 2 selects the mode; returns "
                "[result, result summed over all dims but dim (if sum_bias)]");
+    module.def("bias_act_flat", &bias_act_flat, "the CUDA kernel's per-element code on the CPU (single thread, for tests)");
 }
