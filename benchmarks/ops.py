@@ -1,9 +1,13 @@
-"""Speed of the compiled CPU ops relative to their plain-PyTorch 'ref' versions, measured in the same run.
+"""Speed of the compiled CPU ops against the reference computation, measured in the same run.
 
-Prints, per op and shape, the median time of impl='ref' and impl='cpu' and the ratio ref/cpu (> 1 means
-the compiled kernel is faster), for the forward pass alone and for forward + backward.
+For each op and shape, the baseline (impl='ref': the plain PyTorch formulation that the official StyleGAN2-ADA
+code uses) and the compiled kernel (impl='cpu') run alternately, in alternating order, `--repeats` times. Printed
+per row: the median time of each, their spread (lowest..highest), and the speed-up ref/cpu as the median of
+the per-pair ratios with its lowest..highest. Pairs run back to back, so a noisy neighbour slows both sides
+of a pair alike and the ratio stays meaningful on a shared machine.
 
-    python benchmarks/ops.py [--quick] [--repeats 5] [--threads N]
+    python benchmarks/ops.py                      # issue-14 shapes: [8,256,64,64] and [8,512,64,64], float32
+    python benchmarks/ops.py --quick --repeats 5  # small shapes, a smoke run
 """
 
 import os
@@ -16,81 +20,107 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_utils.ops import bias_act  # noqa: E402
-
-try:
-    from torch_utils.ops import upfirdn2d  # noqa: E402
-except ImportError:
-    upfirdn2d = None
+from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 
 # ----------------------------------------------------------------------------
 
 
-def _median_time(fn, repeats):
-    fn()  # Warm-up: builds/loads the plugin, touches the allocator.
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _bias_act_case(shape):
+    bias = torch.randn([shape[1]])
+    # The configuration of a StyleGAN2 conv layer: lrelu, bias, gain sqrt(2), clamp 256.
+    return lambda x, b, impl: bias_act.bias_act(x, b, act='lrelu', gain=2 ** 0.5, clamp=256, impl=impl), bias
 
 
-def _cases(shapes):
-    """(op label, shape, fn(x, impl) -> output) for every benchmarked op."""
-    cases = []
+def _cases(ops, shapes):
+    """(label, shape, op(x, b, impl), bias or None) for every benchmarked op and shape."""
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
     for shape in shapes:
-        bias = torch.randn([shape[1]])
-        cases.append(('bias_act lrelu+bias+gain+clamp', shape,
-                      lambda x, impl, bias=bias: bias_act.bias_act(x, bias, act='lrelu', gain=2 ** 0.5, clamp=256, impl=impl)))
-    if upfirdn2d is not None:
-        f = upfirdn2d.setup_filter([1, 3, 3, 1])
-        for shape in shapes:
-            cases.append(('upfirdn2d up=2 4x4 filter', shape, lambda x, impl: upfirdn2d.upsample2d(x, f, up=2, impl=impl)))
-            cases.append(('upfirdn2d down=2 4x4 filter', shape, lambda x, impl: upfirdn2d.downsample2d(x, f, down=2, impl=impl)))
-    return cases
+        if 'bias_act' in ops:
+            op, bias = _bias_act_case(shape)
+            yield 'bias_act lrelu+bias+gain+clamp', shape, op, bias
+        if 'upfirdn2d' in ops:
+            up = lambda x, b, impl: upfirdn2d.upsample2d(x, f, up=2, impl=impl)  # noqa: E731
+            down = lambda x, b, impl: upfirdn2d.downsample2d(x, f, down=2, impl=impl)  # noqa: E731
+            yield 'upfirdn2d up=2, 4x4 filter', shape, up, None
+            yield 'upfirdn2d down=2, 4x4 filter', shape, down, None
 
 
-def benchmark(shapes, repeats):
-    """Yield a result dict per (op, shape, pass)."""
-    for label, shape, op in _cases(shapes):
+def _runner(op, x, bias, impl, backward):
+    """A zero-argument function for one timed call: the forward pass, or forward + backward to x (and b)."""
+    if not backward:
+        def forward_only():
+            with torch.no_grad():
+                op(x, bias, impl)
+        return forward_only
+    xg = x.detach().requires_grad_(True)
+    bg = None if bias is None else bias.detach().requires_grad_(True)
+    inputs = [xg] if bg is None else [xg, bg]
+    with torch.no_grad():
+        dy = torch.randn_like(op(x, bias, 'ref'))  # the incoming gradient exists before backward: made once
+
+    def forward_backward():
+        torch.autograd.grad(op(xg, bg, impl), inputs, dy)
+    return forward_backward
+
+
+def _interleaved(run_ref, run_cpu, repeats):
+    """Times of both, paired: each repetition runs both, the order alternating between repetitions."""
+    run_ref(), run_cpu()  # warm-up: plugin build/load, allocator, caches
+    times = {'ref': [], 'cpu': []}
+    for i in range(repeats):
+        order = [('ref', run_ref), ('cpu', run_cpu)] if i % 2 == 0 else [('cpu', run_cpu), ('ref', run_ref)]
+        for name, fn in order:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times['ref'], times['cpu']
+
+
+def benchmark(ops, shapes, repeats, modes):
+    """Yield one result dict per (op, shape, mode)."""
+    torch.manual_seed(0)
+    for label, shape, op, bias in _cases(ops, shapes):
         x = torch.randn(shape)
-        for mode in ['forward', 'forward+backward']:
-            times = {}
-            for impl in ['ref', 'cpu']:
-                if mode == 'forward':
-                    def run(impl=impl):
-                        with torch.no_grad():
-                            op(x, impl)
-                else:
-                    # The incoming gradient exists before the backward pass: make it once, outside the timing.
-                    xg = x.clone().requires_grad_(True)
-                    with torch.no_grad():
-                        dy = torch.randn_like(op(x, 'ref'))
-                    def run(impl=impl, xg=xg, dy=dy):
-                        torch.autograd.grad(op(xg, impl), [xg], dy)
-                times[impl] = _median_time(run, repeats)
-            yield dict(op=label, shape=shape, mode=mode, ref=times['ref'], cpu=times['cpu'], ratio=times['ref'] / times['cpu'])
+        for mode in modes:
+            backward = mode == 'forward+backward'
+            runners = [_runner(op, x, bias, impl, backward) for impl in ['ref', 'cpu']]
+            ref, cpu = _interleaved(*runners, repeats)
+            ratios = [r / c for r, c in zip(ref, cpu)]
+            yield dict(op=label, shape=shape, mode=mode, ref=ref, cpu=cpu, ratio=statistics.median(ratios),
+                       ratio_lo=min(ratios), ratio_hi=max(ratios))
 
 # ----------------------------------------------------------------------------
+
+
+def _ms(values):
+    return f'{statistics.median(values) * 1e3:7.1f} ({min(values) * 1e3:.0f}..{max(values) * 1e3:.0f})'
 
 
 @click.command()
-@click.option('--quick', is_flag=True, help='Small shapes ([2,64,32,32] and [2,32,64,64]) for a fast smoke run.')
-@click.option('--repeats', type=click.IntRange(min=1), default=5, show_default=True, help='Timed repetitions per measurement (median reported).')
-@click.option('--threads', type=click.IntRange(min=1), default=None, help='torch.set_num_threads for both impls (default: torch default).')
-def main(quick, repeats, threads):
-    """Print ref/cpu speed ratios of the compiled CPU ops."""
+@click.option('--ops', 'ops', type=click.Choice(['bias_act', 'upfirdn2d']), multiple=True,
+              default=['bias_act', 'upfirdn2d'], show_default=True,
+              help='Which ops to time (repeat the option for several).')
+@click.option('--quick', is_flag=True,
+              help='Small shapes ([2,64,32,32], [2,32,64,64]) for a smoke run instead of the issue-14 shapes.')
+@click.option('--repeats', type=click.IntRange(min=1), default=9, show_default=True,
+              help='Interleaved ref/cpu pairs per row.')
+@click.option('--threads', type=click.IntRange(min=1), default=None,
+              help='torch.set_num_threads for both sides (default: torch default).')
+@click.option('--backward-only', is_flag=True,
+              help='Time only forward+backward (what training pays), not the forward pass alone.')
+def main(ops, quick, repeats, threads, backward_only):
+    """Print ref/cpu speed ratios of the compiled CPU ops (median of interleaved pairs, with spread)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    shapes = [[2, 64, 32, 32], [2, 32, 64, 64]] if quick else [[8, 512, 64, 64], [8, 128, 256, 256]]
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, median of {repeats}')
-    if upfirdn2d is None:
-        print('torch_utils.ops.upfirdn2d not available: benchmarking bias_act only')
-    print(f'{"op":32s} {"shape":20s} {"pass":17s} {"ref ms":>9s} {"cpu ms":>9s} {"ref/cpu":>8s}')
-    for r in benchmark(shapes, repeats):
-        print(f'{r["op"]:32s} {str(r["shape"]):20s} {r["mode"]:17s} {r["ref"] * 1e3:9.1f} {r["cpu"] * 1e3:9.1f} {r["ratio"]:7.2f}x', flush=True)
+    shapes = [[2, 64, 32, 32], [2, 32, 64, 64]] if quick else [[8, 256, 64, 64], [8, 512, 64, 64]]
+    modes = ['forward+backward'] if backward_only else ['forward', 'forward+backward']
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} '
+          f'at start, {repeats} interleaved pairs; times in ms: median (lowest..highest)')
+    print(f'{"op":30s} {"shape":17s} {"pass":16s} {"ref ms":>17s} {"cpu ms":>17s}  ref/cpu (range)')
+    for r in benchmark(ops, shapes, repeats, modes):
+        print(f'{r["op"]:30s} {str(r["shape"]):17s} {r["mode"]:16s} {_ms(r["ref"]):>17s} {_ms(r["cpu"]):>17s}  '
+              f'{r["ratio"]:5.2f}x ({r["ratio_lo"]:.2f}..{r["ratio_hi"]:.2f})', flush=True)
+    print(f'load average {os.getloadavg()[0]:.1f} at the end')
 
 
 if __name__ == '__main__':

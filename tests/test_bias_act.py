@@ -215,3 +215,92 @@ def test_cuda_matches_ref(act):
     fn = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.1, impl='cuda')
     assert torch.autograd.gradcheck(fn, (x, bb), eps=1e-6, atol=1e-5)
     assert torch.autograd.gradgradcheck(fn, (x, bb), eps=1e-6, atol=1e-5)
+
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_cpu_training_config_against_numpy(cpu_plugin, layout):
+    # A StyleGAN2 layer's call (lrelu, bias, gain sqrt(2), clamp) with its derivatives written out in numpy:
+    # y = clip(lrelu(x + b) * g, -c, c); dx = dy * lrelu'(x + b) * g where |y| < c; db = dx summed per channel.
+    rnd = np.random.RandomState(8)
+    x, b, dy = rnd.randn(3, 6, 9, 7) * 2, rnd.randn(6), rnd.randn(3, 6, 9, 7)
+    alpha, gain, clamp = 0.2, 2 ** 0.5, 1.5
+    v = x + b[None, :, None, None]
+    y = np.clip(np.where(v > 0, v, alpha * v) * gain, -clamp, clamp)
+    dx = dy * np.where(v > 0, 1, alpha) * gain * (np.abs(y) < clamp)
+    db = dx.sum(axis=(0, 2, 3))
+    xt = _layout(torch.tensor(x, dtype=torch.float32), layout).requires_grad_(True)
+    bt = torch.tensor(b, dtype=torch.float32, requires_grad=True)
+    yt = bias_act.bias_act(xt, bt, act='lrelu', gain=gain, clamp=clamp, impl='cpu')
+    gx, gb = torch.autograd.grad(yt, [xt, bt], torch.tensor(dy, dtype=torch.float32))
+    np.testing.assert_allclose(yt.detach().numpy(), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx.numpy(), dx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gb.numpy(), db, rtol=1e-5, atol=1e-4)
+
+
+def test_cpu_large_tensors_and_bias_gradient_precision(cpu_plugin):
+    # Results above the kernel's huge-page threshold (8 MiB), in both layouts; the bias gradient sums 16k
+    # values per channel and must still agree with a float64 sum.
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn([4, 16, 192, 192], generator=gen)
+    b = torch.randn([16], generator=gen)
+    dy = torch.randn(x.shape, generator=gen)
+    for xx in [x, x.contiguous(memory_format=torch.channels_last)]:
+        outs = {}
+        for impl in ['ref', 'cpu']:
+            xi, bi = xx.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            y = bias_act.bias_act(xi, bi, act='lrelu', clamp=2.5, impl=impl)
+            outs[impl] = (y.detach(), *torch.autograd.grad(y, [xi, bi], dy))
+        for ref, got in zip(outs['ref'], outs['cpu']):
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-3)
+        v = (x.double() + b.double()[None, :, None, None])
+        y64 = (torch.where(v > 0, v, 0.2 * v) * 2 ** 0.5)
+        db64 = (dy.double() * torch.where(v > 0, 1.0, 0.2) * 2 ** 0.5 * (y64.abs() < 2.5)).sum([0, 2, 3])
+        torch.testing.assert_close(outs['cpu'][2].double(), db64, rtol=1e-6, atol=1e-3)
+        assert outs['cpu'][0].is_contiguous(memory_format=_memory_format_of(xx))
+        del outs  # frees the huge-page buffers through their deleters
+
+
+def _memory_format_of(t):
+    return torch.contiguous_format if t.is_contiguous() else torch.channels_last
+
+
+def test_bias_gradient_without_kept_bias_and_dims(cpu_plugin):
+    # lrelu keeps neither x nor b for its backward pass; the bias gradient is then summed by the kernel on its
+    # own, for every bias dimension and layout.
+    gen = torch.Generator().manual_seed(10)
+    for shape, dim in [([2, 5, 4, 3], 1), ([2, 5, 4, 3], 3), ([6, 1, 3], 1), ([7, 4], 0)]:
+        x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        b = torch.randn([shape[dim]], generator=gen, dtype=torch.float64, requires_grad=True)
+        dy = torch.randn(shape, generator=gen, dtype=torch.float64)
+        got = torch.autograd.grad(bias_act.bias_act(x, b, dim=dim, act='lrelu', impl='cpu'), [x, b], dy)
+        want = torch.autograd.grad(bias_act.bias_act(x, b, dim=dim, act='lrelu', impl='ref'), [x, b], dy)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('act', ACTS)
+def test_cuda_element_code_on_cpu_matches_ref_derivatives(cpu_plugin, act):
+    # bias_act.cu runs ba_flat_element (bias_act.h) per element; the CPU plugin's bias_act_flat runs the same
+    # code, flat index and bias indexing included. Its three modes against 'ref' and autograd on 'ref'.
+    gen = torch.Generator().manual_seed(12)
+    code = bias_act.activation_funcs[act].cuda_idx
+    for layout, dim in [('contiguous', 1), ('channels_last', 1), ('contiguous', 3), ('channels_last', 2)]:
+        x = _layout(torch.randn([2, 5, 4, 3], generator=gen, dtype=torch.float64) * 2, layout)
+        b = torch.randn([x.shape[dim]], generator=gen, dtype=torch.float64)
+        dy, ddx = torch.randn(x.shape, generator=gen, dtype=torch.float64), torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        dy, ddx = dy.contiguous(memory_format=bias_act._memory_format(x)), ddx.contiguous(memory_format=bias_act._memory_format(x))
+        # The kernel arguments carry alpha, gain and clamp as float32: values exact in float32 keep float64 exact.
+        alpha, gain, clamp = 0.25, 1.25, 1.125
+        xr = x.detach().requires_grad_(True)
+        y = bias_act.bias_act(xr, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ref')
+        (gx,) = torch.autograd.grad(y, xr, dy, create_graph=True)
+        ggx = torch.autograd.grad(gx, xr, ddx, allow_unused=True)[0] if gx.requires_grad else None
+        none = x.new_empty([0])
+        flat = lambda *args: cpu_plugin.bias_act_flat(*args, dim, code, alpha, gain, clamp)  # noqa: E731
+        y_flat = flat(x, b, none, none, none, 0)
+        torch.testing.assert_close(y_flat, y.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(flat(dy, b, x, y_flat, none, 1), gx.detach(), rtol=1e-10, atol=1e-12)
+        want2 = torch.zeros_like(x) if ggx is None else ggx
+        torch.testing.assert_close(flat(ddx, b, x, y_flat, dy, 2), want2, rtol=1e-8, atol=1e-10)

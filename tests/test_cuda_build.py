@@ -1,7 +1,5 @@
-"""The CUDA sources compile with nvcc on this machine (no GPU needed to build, only to run)."""
-
-import importlib
-import os
+"""The CUDA sources compile with nvcc on this machine (no GPU needed to build, only to run), and their
+Python bindings take exactly the arguments of the CPU bindings that the ops' Python code calls."""
 
 import pytest
 import torch
@@ -19,19 +17,19 @@ def cuda_toolkit():
         pytest.skip('no CUDA toolkit (nvcc and headers) found; set CUDA_HOME')
 
 
-def test_bias_act_cuda_sources_compile():
+def _signature(fn):
+    # pybind11 puts "name(arg0: type, ...) -> result" on the first line of the docstring.
+    return fn.__doc__.splitlines()[0]
+
+
+def test_bias_act_cuda_sources_compile_with_the_cpu_calling_convention():
     from torch_utils.ops import bias_act
-    module = bias_act._cuda_plugin()
-    assert callable(module.bias_act)
+    cuda = bias_act._cuda_plugin().bias_act
+    assert _signature(cuda) == _signature(bias_act._cpu_plugin().bias_act)
+    assert _signature(cuda).endswith('-> list[torch.Tensor]')
 
 
-def test_upfirdn2d_cuda_sources_compile():
-    try:
-        upfirdn2d = importlib.import_module('torch_utils.ops.upfirdn2d')
-    except ImportError as err:
-        pytest.skip(f'torch_utils.ops.upfirdn2d is not importable yet: {err}')
-    cu_file = os.path.join(os.path.dirname(upfirdn2d.__file__), 'upfirdn2d.cu')
-    if not hasattr(upfirdn2d, '_cuda_plugin') or not os.path.isfile(cu_file):
-        pytest.skip('upfirdn2d has no CUDA sources yet')
-    module = upfirdn2d._cuda_plugin()
-    assert module is not None
+def test_upfirdn2d_cuda_sources_compile_with_the_cpu_calling_convention():
+    from torch_utils.ops import upfirdn2d
+    cuda = upfirdn2d._cuda_plugin().upfirdn2d
+    assert _signature(cuda) == _signature(upfirdn2d._cpu_plugin().upfirdn2d)

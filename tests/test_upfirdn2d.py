@@ -282,9 +282,9 @@ def test_cuda_pixel_formula_on_cpu(dtype):
     x = torch.randn([2, 3, 9, 7], dtype=dtype, generator=torch.Generator().manual_seed(5))
     for up, down, padding, flip_filter in itertools.product(
             [1, 2, [2, 1]], [1, 2, [1, 3]], [0, [3, -1, 1, -2]], [False, True]):
-        upx, upy = upfirdn2d._parse_scaling(up)
-        downx, downy = upfirdn2d._parse_scaling(down)
-        got = plugin.upfirdn2d_pixelwise(x, f, upx, upy, downx, downy, *upfirdn2d._parse_padding(padding), flip_filter, 1.7)
+        upx, upy = upfirdn2d._xy(up, 'up')
+        downx, downy = upfirdn2d._xy(down, 'down')
+        got = plugin.upfirdn2d_pixelwise(x, f, upx, upy, downx, downy, *upfirdn2d._sides(padding), flip_filter, 1.7)
         want = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=1.7, impl='ref')
         assert_close_rel(got, want)
 
@@ -305,3 +305,50 @@ def test_cuda_matches_ref(dtype):
     assert torch.autograd.gradgradcheck(fn, (xg,))
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+
+def test_aligned_padding_matches_the_per_wrapper_formulas():
+    # One rule in the code ((taps + up - down) // 2 before, taps - down in total) against the separate formulas
+    # that define filter2d, upsample2d and downsample2d: taps // 2 and (taps - 1) // 2; (taps + up - 1) // 2 and
+    # (taps - up) // 2; (taps - down + 1) // 2 and (taps - down) // 2.
+    for taps in range(1, 9):
+        f = torch.ones([taps, taps])
+        assert upfirdn2d._aligned_padding(f, 0) == [taps // 2, (taps - 1) // 2] * 2
+        for k in range(2, 5):
+            up_pad = [(taps + k - 1) // 2, (taps - k) // 2]
+            down_pad = [(taps - k + 1) // 2, (taps - k) // 2]
+            assert upfirdn2d._aligned_padding(f, 0, up=k) == up_pad * 2
+            assert upfirdn2d._aligned_padding(f, 0, down=k) == down_pad * 2
+    assert upfirdn2d._aligned_padding(torch.ones([3, 5]), [1, 2, 3, 4], up=[2, 1]) == [1 + 3, 2 + 1, 3 + 1, 4 + 1]
+
+
+def test_transposed_plan_is_the_adjoint():
+    # <upfirdn2d(x), y> == <x, transposed upfirdn2d(y)> for random geometries: the backward pass's plan.
+    gen = torch.Generator().manual_seed(11)
+    f = torch.randn([3, 4], generator=gen, dtype=torch.float64)
+    for up, down, padding, flip in [(2, 1, [2, 1, 0, 3], False), (1, 3, [1, -1, 2, 0], True), ([3, 2], [2, 1], 1, False)]:
+        x = torch.randn([1, 2, 7, 9], generator=gen, dtype=torch.float64)
+        plan = upfirdn2d._Resampling.make(x, f, up, down, padding, flip, 1.3)
+        y = upfirdn2d._reference(x, f, plan)
+        back = plan.transposed(x.shape[2], x.shape[3], y.shape[2], y.shape[3], f.shape[1], f.shape[0])
+        r = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        xt = upfirdn2d._reference(r, f, back)
+        assert xt.shape == x.shape
+        torch.testing.assert_close((y * r).sum(), (x * xt).sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_arguments_are_user_errors():
+    import dnnlib
+    x = torch.zeros([1, 1, 4, 4])
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    with pytest.raises(dnnlib.util.UserError, match='empty output'):
+        upfirdn2d.upfirdn2d(x, f, padding=-2)
+    with pytest.raises(dnnlib.util.UserError, match='padding'):
+        upfirdn2d.upfirdn2d(x, f, padding=[1, 2, 3])
+    with pytest.raises(dnnlib.util.UserError, match='up'):
+        upfirdn2d.upsample2d(x, f, up=0)
+    with pytest.raises(dnnlib.util.UserError, match='4-D'):
+        upfirdn2d.upfirdn2d(x[0], f)
+    with pytest.raises(dnnlib.util.UserError, match='separable'):
+        upfirdn2d.setup_filter([[1, 2], [3, 4]], separable=True)

@@ -1,61 +1,59 @@
-// CUDA kernel of bias_act: each thread handles loopX elements, strided by the block size.
+// bias_act on a CUDA device: a grid-stride loop over the flat tensor. Everything per element (indexing and
+// arithmetic) is ba_flat_element() of bias_act.h, which the CPU plugin also runs (and the CPU tests check).
 
+#include <cuda_runtime.h>
 #include <c10/util/Half.h>
 #include "bias_act.h"
 
-//------------------------------------------------------------------------
+// float16 storage is computed in float32; the other types in themselves.
+template <class T> struct ba_math_type             { using type = T; };
+template <>        struct ba_math_type<c10::Half>  { using type = float; };
 
-// Arithmetic type per storage type: half is computed in float.
-template <class T> struct ba_compute_type             { typedef T type; };
-template <>        struct ba_compute_type<c10::Half>  { typedef float type; };
+template <class T, int A, int M>
+__global__ void ba_cuda_kernel(ba_cuda_args a)
+{
+    using S = typename ba_math_type<T>::type;
+    T* out = static_cast<T*>(a.out);
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.count; i += stride)
+        out[i] = (T)ba_flat_element<S, T, A, M>(a, i);
+}
+
+// Grid size: enough blocks to fill any current GPU, each thread then loops over the rest.
+static unsigned int ba_blocks(int64_t count, int threads)
+{
+    const int64_t wanted = (count + threads - 1) / threads;
+    return (unsigned int)(wanted < 8192 ? (wanted > 0 ? wanted : 1) : 8192);
+}
 
 template <class T, int A>
-__global__ void bias_act_kernel(bias_act_kernel_params p)
+static void ba_launch_act(const ba_cuda_args& a, cudaStream_t stream)
 {
-    typedef typename ba_compute_type<T>::type S;
-    const T* x = (const T*)p.x;
-    const T* b = (const T*)p.b;
-    const T* xref = (const T*)p.xref;
-    const T* yref = (const T*)p.yref;
-    const T* dy = (const T*)p.dy;
-    T* y = (T*)p.y;
-    S alpha = (S)p.alpha, gain = (S)p.gain, clamp = (S)p.clamp;
-
-    int64_t i = (int64_t)blockIdx.x * p.loopX * blockDim.x + threadIdx.x;
-    for (int k = 0; k < p.loopX && i < p.sizeX; k++, i += blockDim.x)
-    {
-        S xi = (S)x[i];
-        S bi = b ? (S)b[(i / p.stepB) % p.sizeB] : (S)0;
-        S xr = xref ? (S)xref[i] : (S)0;
-        S yr = yref ? (S)yref[i] : (S)0;
-        S dyi = dy ? (S)dy[i] : (S)1;
-        S out;
-        if (p.grad == 0)      out = ba_element<S, A, 0>(xi, bi, xr, yr, dyi, alpha, gain, clamp);
-        else if (p.grad == 1) out = ba_element<S, A, 1>(xi, bi, xr, yr, dyi, alpha, gain, clamp);
-        else                  out = ba_element<S, A, 2>(xi, bi, xr, yr, dyi, alpha, gain, clamp);
-        y[i] = (T)out;
-    }
+    const int threads = 256;
+    const unsigned int blocks = ba_blocks(a.count, threads);
+    if (a.mode == 0)      ba_cuda_kernel<T, A, 0><<<blocks, threads, 0, stream>>>(a);
+    else if (a.mode == 1) ba_cuda_kernel<T, A, 1><<<blocks, threads, 0, stream>>>(a);
+    else                  ba_cuda_kernel<T, A, 2><<<blocks, threads, 0, stream>>>(a);
 }
 
-//------------------------------------------------------------------------
-
-template <class T> void* choose_bias_act_kernel(const bias_act_kernel_params& p)
+template <class T> cudaError_t bias_act_cuda_launch(const ba_cuda_args& a, cudaStream_t stream)
 {
-    switch (p.act)
+    switch (a.act)
     {
-    case BA_LINEAR:   return (void*)bias_act_kernel<T, BA_LINEAR>;
-    case BA_RELU:     return (void*)bias_act_kernel<T, BA_RELU>;
-    case BA_LRELU:    return (void*)bias_act_kernel<T, BA_LRELU>;
-    case BA_TANH:     return (void*)bias_act_kernel<T, BA_TANH>;
-    case BA_SIGMOID:  return (void*)bias_act_kernel<T, BA_SIGMOID>;
-    case BA_ELU:      return (void*)bias_act_kernel<T, BA_ELU>;
-    case BA_SELU:     return (void*)bias_act_kernel<T, BA_SELU>;
-    case BA_SOFTPLUS: return (void*)bias_act_kernel<T, BA_SOFTPLUS>;
-    case BA_SWISH:    return (void*)bias_act_kernel<T, BA_SWISH>;
+        case BA_LINEAR:   ba_launch_act<T, BA_LINEAR>(a, stream);   break;
+        case BA_RELU:     ba_launch_act<T, BA_RELU>(a, stream);     break;
+        case BA_LRELU:    ba_launch_act<T, BA_LRELU>(a, stream);    break;
+        case BA_TANH:     ba_launch_act<T, BA_TANH>(a, stream);     break;
+        case BA_SIGMOID:  ba_launch_act<T, BA_SIGMOID>(a, stream);  break;
+        case BA_ELU:      ba_launch_act<T, BA_ELU>(a, stream);      break;
+        case BA_SELU:     ba_launch_act<T, BA_SELU>(a, stream);     break;
+        case BA_SOFTPLUS: ba_launch_act<T, BA_SOFTPLUS>(a, stream); break;
+        case BA_SWISH:    ba_launch_act<T, BA_SWISH>(a, stream);    break;
+        default:          return cudaErrorInvalidValue;
     }
-    return nullptr;
+    return cudaGetLastError();
 }
 
-template void* choose_bias_act_kernel<double>    (const bias_act_kernel_params& p);
-template void* choose_bias_act_kernel<float>     (const bias_act_kernel_params& p);
-template void* choose_bias_act_kernel<c10::Half> (const bias_act_kernel_params& p);
+template cudaError_t bias_act_cuda_launch<double>(const ba_cuda_args&, cudaStream_t);
+template cudaError_t bias_act_cuda_launch<float>(const ba_cuda_args&, cudaStream_t);
+template cudaError_t bias_act_cuda_launch<c10::Half>(const ba_cuda_args&, cudaStream_t);

@@ -109,25 +109,39 @@ BA_FUNC T ba_element(T x, T b, T xref, T yref, T dy, T alpha, T gain, T clamp)
     return y;
 }
 
-// Kernel arguments of the CUDA implementation. Tensors are dense and share one memory layout;
-// the bias index of flat element i is (i / stepB) % sizeB.
-struct bias_act_kernel_params
+// What the CUDA binding (bias_act_cuda.cpp) hands to the kernel (bias_act.cu). Every tensor is dense and
+// shares the memory order of `in`, so flat element i takes the bias value bias[(i / bias_stride) % bias_len].
+struct ba_cuda_args
 {
-    const void* x;      // [sizeX]
-    const void* b;      // [sizeB] or NULL
-    const void* xref;   // [sizeX] or NULL
-    const void* yref;   // [sizeX] or NULL
-    const void* dy;     // [sizeX] or NULL
-    void*       y;      // [sizeX]
-    int         grad;
-    int         act;
-    float       alpha;
-    float       gain;
-    float       clamp;
-    int64_t     sizeX;
-    int64_t     sizeB;
-    int64_t     stepB;
-    int         loopX;
+    const void* in;           // x in mode 0, the incoming gradient in modes 1 and 2
+    const void* bias;         // may be nullptr
+    const void* saved_x;      // the forward's input (modes 1, 2), or nullptr when the math does not read it
+    const void* saved_y;      // the forward's output (modes 1, 2), or nullptr likewise
+    const void* first_grad;   // mode 2: the first-order gradient that the forward received
+    void*       out;
+    int         mode, act;
+    float       alpha, gain, clamp;
+    int64_t     count, bias_len, bias_stride;
 };
 
-template <class T> void* choose_bias_act_kernel(const bias_act_kernel_params& p);
+// Element i of the CUDA kernel's loop: fetch by flat index, compute in S, return the value to store. The
+// CPU plugin runs the same function over the whole tensor (bias_act_flat) so that tests check it here.
+template <class S, class T, int A, int M>
+BA_FUNC S ba_flat_element(const ba_cuda_args& a, int64_t i)
+{
+    const T* bias = static_cast<const T*>(a.bias);
+    const T* sx = static_cast<const T*>(a.saved_x);
+    const T* sy = static_cast<const T*>(a.saved_y);
+    const T* g1 = static_cast<const T*>(a.first_grad);
+    const S bv = bias ? (S)bias[(i / a.bias_stride) % a.bias_len] : (S)0;
+    const S xv = sx ? (S)sx[i] : (S)0;
+    const S yv = sy ? (S)sy[i] : (S)0;
+    const S gv = g1 ? (S)g1[i] : (S)1;
+    const S v = (S)static_cast<const T*>(a.in)[i];
+    return ba_element<S, A, M>(v, bv, xv, yv, gv, (S)a.alpha, (S)a.gain, (S)a.clamp);
+}
+
+// Defined in bias_act.cu, for the storage types double, float and c10::Half.
+#ifdef CUDART_VERSION
+template <class T> cudaError_t bias_act_cuda_launch(const ba_cuda_args& a, cudaStream_t stream);
+#endif

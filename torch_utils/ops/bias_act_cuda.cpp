@@ -1,77 +1,85 @@
-// Python binding of the CUDA bias_act kernel: argument checks, output allocation and launch.
+// bias_act for CUDA tensors: validates what bias_act.py passes, allocates the result and starts the kernel
+// of bias_act.cu. Same calling convention as the CPU plugin (bias_act_cpu.cpp).
 
 #include <torch/extension.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#include <vector>
 #include "bias_act.h"
 
-//------------------------------------------------------------------------
-
-static void ba_check_aux(const torch::Tensor& t, const torch::Tensor& x, c10::MemoryFormat layout, const char* name)
+// True when `t` is absent (empty) or an operand of the same shape, device, dtype and element order as `x`.
+static bool ba_matches(const torch::Tensor& t, const torch::Tensor& x)
 {
     if (t.numel() == 0)
-        return;
-    TORCH_CHECK(t.device() == x.device() && t.dtype() == x.dtype(), name, " must have the device and dtype of x");
-    TORCH_CHECK(t.sizes() == x.sizes() && t.is_contiguous(layout), name, " must have the shape and memory layout of x");
+        return true;
+    if (t.sizes() != x.sizes() || t.device() != x.device() || t.scalar_type() != x.scalar_type())
+        return false;
+    for (int64_t d = 0; d < x.dim(); d++)
+        if (x.size(d) > 1 && t.stride(d) != x.stride(d))
+            return false;
+    return true;
 }
 
-torch::Tensor bias_act_cuda(torch::Tensor x, torch::Tensor b, torch::Tensor xref, torch::Tensor yref, torch::Tensor dy,
-                            int grad, int dim, int act, double alpha, double gain, double clamp)
+static std::vector<torch::Tensor> bias_act_cuda(torch::Tensor x, torch::Tensor b, torch::Tensor xref, torch::Tensor yref,
+    torch::Tensor dy, int64_t mode, int64_t dim, int64_t act, double alpha, double gain, double clamp, bool sum_bias)
 {
-    TORCH_CHECK(x.is_cuda(), "x must reside on a CUDA device");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble || x.scalar_type() == torch::kHalf,
-                "x must be float16, float32 or float64");
-    c10::MemoryFormat layout = x.suggest_memory_format();
-    TORCH_CHECK(x.is_contiguous(layout), "x must be contiguous or channels_last");
-    TORCH_CHECK(0 <= dim && dim < x.dim(), "dim is out of bounds");
-    TORCH_CHECK(BA_LINEAR <= act && act <= BA_SWISH, "unknown activation index");
-    TORCH_CHECK(0 <= grad && grad <= 2, "grad must be 0, 1 or 2");
-    TORCH_CHECK(b.numel() == 0 || (b.dim() == 1 && b.size(0) == x.size(dim) && b.is_contiguous()), "b must have shape [x.shape[dim]]");
-    TORCH_CHECK(b.numel() == 0 || (b.device() == x.device() && b.dtype() == x.dtype()), "b must have the device and dtype of x");
-    ba_check_aux(xref, x, layout, "xref");
-    ba_check_aux(yref, x, layout, "yref");
-    ba_check_aux(dy, x, layout, "dy");
-    TORCH_CHECK(grad != 2 || dy.numel(), "the second-order gradient needs dy");
+    const auto type = x.scalar_type();
+    TORCH_CHECK(x.is_cuda(), "bias_act_cuda: the input is not on a CUDA device");
+    TORCH_CHECK(type == torch::kHalf || type == torch::kFloat || type == torch::kDouble, "bias_act_cuda: unsupported dtype ", type);
+    TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act_cuda: the input must be dense");
+    TORCH_CHECK(dim >= 0 && dim < x.dim() && mode >= 0 && mode <= 2, "bias_act_cuda: dim or mode out of range");
+    TORCH_CHECK(act >= BA_LINEAR && act <= BA_SWISH, "bias_act_cuda: unknown activation code ", act);
+    const bool has_bias = b.numel() > 0;
+    TORCH_CHECK(!has_bias || (b.dim() == 1 && b.size(0) == x.size(dim) && b.device() == x.device() && b.scalar_type() == type),
+                "bias_act_cuda: the bias must be a vector of x.size(dim) values on x's device, in x's dtype");
+    TORCH_CHECK(ba_matches(xref, x) && ba_matches(yref, x) && ba_matches(dy, x),
+                "bias_act_cuda: saved tensors must match the input in shape, device, dtype and layout");
+    TORCH_CHECK(mode != 2 || dy.numel() > 0, "bias_act_cuda: mode 2 needs the first-order gradient");
 
-    const at::cuda::OptionalCUDAGuard device_guard(device_of(x));
-    torch::Tensor y = torch::empty_like(x, x.options().memory_format(layout));
-    if (x.numel() == 0)
-        return y;
+    c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor bc = b.contiguous();
+    torch::Tensor out = torch::empty_like(x);
+    if (x.numel() > 0)
+    {
+        ba_cuda_args a;
+        a.in = x.data_ptr();
+        a.bias = has_bias ? bc.data_ptr() : nullptr;
+        a.saved_x = xref.numel() ? xref.data_ptr() : nullptr;
+        a.saved_y = yref.numel() ? yref.data_ptr() : nullptr;
+        a.first_grad = dy.numel() ? dy.data_ptr() : nullptr;
+        a.out = out.data_ptr();
+        a.mode = (int)mode;
+        a.act = (int)act;
+        a.alpha = (float)alpha;
+        a.gain = (float)gain;
+        a.clamp = (float)clamp;
+        a.count = x.numel();
+        a.bias_len = has_bias ? x.size(dim) : 1;
+        a.bias_stride = (has_bias && a.bias_len > 1) ? x.stride(dim) : 1; // dense memory: index = (i / stride) % len
+        cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+        cudaError_t status = cudaSuccess;
+        AT_DISPATCH_FLOATING_TYPES_AND_HALF(type, "bias_act_cuda", [&] { status = bias_act_cuda_launch<scalar_t>(a, stream); });
+        TORCH_CHECK(status == cudaSuccess, "bias_act_cuda: kernel launch failed: ", cudaGetErrorString(status));
+    }
 
-    bias_act_kernel_params p;
-    p.x = x.data_ptr();
-    p.b = b.numel() ? b.data_ptr() : nullptr;
-    p.xref = xref.numel() ? xref.data_ptr() : nullptr;
-    p.yref = yref.numel() ? yref.data_ptr() : nullptr;
-    p.dy = dy.numel() ? dy.data_ptr() : nullptr;
-    p.y = y.data_ptr();
-    p.grad = grad;
-    p.act = act;
-    p.alpha = (float)alpha;
-    p.gain = (float)gain;
-    p.clamp = (float)clamp;
-    p.sizeX = x.numel();
-    p.sizeB = b.numel() ? x.size(dim) : 1;
-    p.stepB = (b.numel() && p.sizeB > 1) ? x.stride(dim) : 1; // memory is dense: bias index = (i / stride) % size
-    p.loopX = 4;
-
-    void* kernel = nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "bias_act_cuda", [&] {
-        kernel = choose_bias_act_kernel<scalar_t>(p);
-    });
-    TORCH_CHECK(kernel, "no kernel for this activation");
-
-    int block_size = 128;
-    int64_t grid_size = (p.sizeX - 1) / ((int64_t)p.loopX * block_size) + 1;
-    TORCH_CHECK(grid_size <= 0x7fffffff, "x is too large");
-    void* args[] = {&p};
-    AT_CUDA_CHECK(cudaLaunchKernel(kernel, dim3((unsigned)grid_size), dim3(block_size), args, 0, at::cuda::getCurrentCUDAStream()));
-    return y;
+    // The bias gradient: the result summed over every dimension but `dim` (an ATen reduction).
+    torch::Tensor total = x.new_empty({0});
+    TORCH_CHECK(!sum_bias || mode != 0, "bias_act_cuda: bias sums are for the gradient modes");
+    if (sum_bias)
+    {
+        std::vector<int64_t> others;
+        for (int64_t d = 0; d < x.dim(); d++)
+            if (d != dim)
+                others.push_back(d);
+        total = others.empty() ? out.clone() : out.sum(others);
+    }
+    return {out, total};
 }
 
-//------------------------------------------------------------------------
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module)
 {
-    m.def("bias_act", &bias_act_cuda, "Fused bias + activation + gain + clamp (CUDA); grad = 0, 1 or 2 selects the mode");
+    module.def("bias_act", &bias_act_cuda,
+               "bias + activation + gain + clamp on CUDA; mode 0 = forward, 1 = first, 2 = second derivative; "
+               "returns [result, result summed over all dims but dim (if asked)]");
 }

@@ -1,105 +1,95 @@
-"""Drop-in conv2d / conv_transpose2d whose backward can skip the weight gradient.
+"""conv2d and conv_transpose2d whose backward pass can leave out the weight gradient.
 
-Regularisers such as R1 differentiate the discriminator w.r.t. its *input* only; inside
-`no_weight_gradients()` the backward pass then never computes the (costly) weight gradient, although the
-weights require grad. The backward is built from `torch.ops.aten.convolution_backward` with an output
-mask, an op that autograd can differentiate again, so double backward works on CPU and CUDA.
+The R1 penalty differentiates the discriminator output w.r.t. the images only, yet every weight requires grad;
+inside `no_weight_gradients()` the backward passes of these convolutions ask ATen's convolution_backward for
+the input (and bias) gradient alone. That op is differentiable itself, so double backward works on any device.
 """
 
 import contextlib
+import dataclasses
 
 import torch
 
 # ----------------------------------------------------------------------------
 
-enabled = True                      # False = plain torch.nn.functional calls.
-weight_gradients_disabled = False   # Set by no_weight_gradients().
+enabled = True                      # False: hand every call straight to torch.nn.functional.
+weight_gradients_disabled = False   # True inside no_weight_gradients().
 
 
 @contextlib.contextmanager
 def no_weight_gradients(disable=True):
-    """Within the block, backward passes through these convolutions skip the weight gradient."""
+    """Skip the weight gradients of these convolutions within the block (when `disable` is true)."""
     global weight_gradients_disabled
-    old = weight_gradients_disabled
-    if disable:
-        weight_gradients_disabled = True
+    before = weight_gradients_disabled
+    weight_gradients_disabled = before or bool(disable)
     try:
         yield
     finally:
-        weight_gradients_disabled = old
-
-# ----------------------------------------------------------------------------
+        weight_gradients_disabled = before
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """torch.nn.functional.conv2d with the same arguments."""
+    """Same arguments and result as torch.nn.functional.conv2d."""
     if not enabled:
-        return torch.nn.functional.conv2d(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    conv = _conv2d_gradfix(transpose=False, weight_shape=tuple(weight.shape), stride=stride, padding=padding,
-                           output_padding=0, dilation=dilation, groups=groups)
-    return conv.apply(input, weight, bias)
+        return torch.nn.functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    spec = _ConvSpec.make(False, stride, padding, dilation, 0, groups)
+    return _Convolution.apply(input, weight, bias, spec)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """torch.nn.functional.conv_transpose2d with the same arguments."""
+    """Same arguments and result as torch.nn.functional.conv_transpose2d."""
     if not enabled:
-        return torch.nn.functional.conv_transpose2d(input, weight, bias, stride=stride, padding=padding,
-                                                    output_padding=output_padding, groups=groups, dilation=dilation)
-    conv = _conv2d_gradfix(transpose=True, weight_shape=tuple(weight.shape), stride=stride, padding=padding,
-                           output_padding=output_padding, dilation=dilation, groups=groups)
-    return conv.apply(input, weight, bias)
+        return torch.nn.functional.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+                                                    dilation)
+    spec = _ConvSpec.make(True, stride, padding, dilation, output_padding, groups)
+    return _Convolution.apply(input, weight, bias, spec)
 
 # ----------------------------------------------------------------------------
 
-_conv2d_gradfix_cache = dict()
+
+def _two(value, name):
+    both = (value, value) if isinstance(value, int) else tuple(value)
+    if len(both) != 2 or any(not isinstance(v, int) or v < 0 for v in both):
+        raise ValueError(f'conv2d_gradfix: {name} must be a non-negative int or a pair of them, got {value!r}')
+    return list(both)
 
 
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
-        raise ValueError(f'{name} must be a non-negative int or a pair of them, got {value!r}')
-    return pair
+@dataclasses.dataclass(frozen=True)
+class _ConvSpec:
+    """The non-tensor arguments of aten::convolution, normalised."""
+    transposed: bool
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    output_padding: tuple
+    groups: int
+
+    @staticmethod
+    def make(transposed, stride, padding, dilation, output_padding, groups):
+        return _ConvSpec(bool(transposed), tuple(_two(stride, 'stride')), tuple(_two(padding, 'padding')),
+                         tuple(_two(dilation, 'dilation')), tuple(_two(output_padding, 'output_padding')), int(groups))
+
+    def args(self):
+        """The arguments after (input, weight, bias) that aten::convolution and its backward share."""
+        return [list(self.stride), list(self.padding), list(self.dilation), self.transposed, list(self.output_padding),
+                self.groups]
 
 
-def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, dilation, groups):
-    """The autograd Function for one convolution configuration (cached)."""
-    stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
-    output_padding, dilation = _pair(output_padding, 'output_padding'), _pair(dilation, 'dilation')
-    key = (transpose, weight_shape, stride, padding, output_padding, dilation, groups)
-    if key in _conv2d_gradfix_cache:
-        return _conv2d_gradfix_cache[key]
-    if len(weight_shape) != 4:
-        raise ValueError(f'weight must be 4-D, got shape {list(weight_shape)}')
+class _Convolution(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, spec):  # pylint: disable=arguments-differ
+        ctx.spec = spec
+        ctx.bias_shape = None if b is None else list(b.shape)
+        ctx.save_for_backward(x, w)
+        return torch.ops.aten.convolution(x, w, b, *spec.args())
 
-    class Conv2d(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, input, weight, bias):  # pylint: disable=arguments-differ
-            if transpose:
-                out = torch.nn.functional.conv_transpose2d(input, weight, bias, stride=stride, padding=padding,
-                                                           output_padding=output_padding, groups=groups, dilation=dilation)
-            else:
-                out = torch.nn.functional.conv2d(input, weight, bias, stride=stride, padding=padding,
-                                                 dilation=dilation, groups=groups)
-            ctx.save_for_backward(input, weight)
-            ctx.has_bias = bias is not None
-            return out
-
-        @staticmethod
-        def backward(ctx, grad_output):  # pylint: disable=arguments-differ
-            input, weight = ctx.saved_tensors
-            need_input = ctx.needs_input_grad[0]
-            need_weight = ctx.needs_input_grad[1] and not weight_gradients_disabled
-            need_bias = ctx.has_bias and ctx.needs_input_grad[2]
-            if not (need_input or need_weight or need_bias):
-                return None, None, None
-            # Recorded by autograd when the caller asked for create_graph, which makes double backward work.
-            out_channels = weight.shape[1] * groups if transpose else weight.shape[0]
-            grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad_output, input, weight, [out_channels] if ctx.has_bias else None, list(stride), list(padding),
-                list(dilation), transpose, list(output_padding), groups, [need_input, need_weight, need_bias])
-            return grad_input, grad_weight, grad_bias
-
-    _conv2d_gradfix_cache[key] = Conv2d
-    return Conv2d
-
-# ----------------------------------------------------------------------------
+    @staticmethod
+    def backward(ctx, gy):  # pylint: disable=arguments-differ
+        x, w = ctx.saved_tensors
+        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and not weight_gradients_disabled,
+                  ctx.needs_input_grad[2] and ctx.bias_shape is not None]
+        if not any(wanted):
+            return None, None, None, None
+        # Called through the dispatcher, so that under create_graph autograd records it for double backward.
+        gx, gw, gb = torch.ops.aten.convolution_backward(gy, x, w, ctx.bias_shape, *ctx.spec.args(), wanted)
+        return gx, gw, gb, None

@@ -1,4 +1,4 @@
-"""Fused multiply-add a * b + c with a hand-written backward (one kernel forward, no saved intermediates)."""
+"""fma(a, b, c) = a * b + c as one addcmul, with broadcasting and derivatives of every order."""
 
 import torch
 
@@ -6,46 +6,32 @@ import torch
 
 
 def fma(a, b, c):
-    """Return a * b + c with broadcasting, like torch.addcmul(c, a, b), differentiable to any order."""
-    return _FusedMultiplyAdd.apply(a, b, c)
-
-# ----------------------------------------------------------------------------
+    """a * b + c (broadcast like torch.addcmul(c, a, b)); saves only a and b for the backward pass."""
+    return _MulAdd.apply(a, b, c)
 
 
-class _FusedMultiplyAdd(torch.autograd.Function):
+class _MulAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, c):  # pylint: disable=arguments-differ
-        out = torch.addcmul(c, a, b)
+        ctx.shapes = (a.shape, b.shape, c.shape)
         ctx.save_for_backward(a, b)
-        ctx.c_shape = c.shape
-        return out
+        return torch.addcmul(c, a, b)
 
     @staticmethod
-    def backward(ctx, dout):  # pylint: disable=arguments-differ
+    def backward(ctx, grad):  # pylint: disable=arguments-differ
+        # d/da = grad * b, d/db = grad * a, d/dc = grad, each summed back to its operand's (broadcast) shape.
+        # Plain differentiable ops, so autograd takes it from here for higher orders.
         a, b = ctx.saved_tensors
-        da = db = dc = None
-        # Built from differentiable ops, so double backward goes through ordinary autograd.
-        if ctx.needs_input_grad[0]:
-            da = _unbroadcast(dout * b, a.shape)
-        if ctx.needs_input_grad[1]:
-            db = _unbroadcast(dout * a, b.shape)
-        if ctx.needs_input_grad[2]:
-            dc = _unbroadcast(dout, ctx.c_shape)
-        return da, db, dc
-
-# ----------------------------------------------------------------------------
+        shape_a, shape_b, shape_c = ctx.shapes
+        want_a, want_b, want_c = ctx.needs_input_grad
+        return (_reduce(grad * b, shape_a) if want_a else None,
+                _reduce(grad * a, shape_b) if want_b else None,
+                _reduce(grad, shape_c) if want_c else None)
 
 
-def _unbroadcast(grad, shape):
-    """Sum a gradient of the broadcast result back down to an operand's shape."""
-    shape = torch.Size(shape)
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(dim=list(range(extra)))
-    squeezed = [i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1]
-    if squeezed:
-        grad = grad.sum(dim=squeezed, keepdim=True)
-    assert grad.shape == shape
-    return grad
-
-# ----------------------------------------------------------------------------
+def _reduce(grad, shape):
+    """Sum a gradient over the dimensions that broadcasting added to or stretched in `shape`."""
+    leading = grad.ndim - len(shape)
+    if leading > 0:
+        grad = grad.sum(dim=tuple(range(leading)))
+    return grad.sum_to_size(shape) if grad.shape != shape else grad

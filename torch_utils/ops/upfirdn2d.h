@@ -39,6 +39,16 @@ struct upfirdn2d_params
     double       gain;
 };
 
+// Why a geometry cannot be computed, or nullptr when it can (checked by both bindings before any work).
+inline const char* ufd_geometry_problem(int64_t fh, int64_t fw, int upx, int upy, int downx, int downy)
+{
+    if (fh < 1 || fw < 1)
+        return "upfirdn2d: the filter has no taps";
+    if (upx < 1 || upy < 1 || downx < 1 || downy < 1)
+        return "upfirdn2d: up and down factors start at 1";
+    return nullptr;
+}
+
 // Fills everything but the data pointers from the tensor sizes and the op's arguments (shared by both bindings).
 inline void ufd_set_geometry(upfirdn2d_params& p, int64_t planes, int64_t in_h, int64_t in_w, int64_t fh, int64_t fw,
     int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, int pady1, bool flip, double gain)

@@ -183,20 +183,17 @@ static void upfirdn2d_kernel(const upfirdn2d_params& p, const T* g)
 static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfirdn2d_params& p, int upx, int upy,
     int downx, int downy, int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
 {
-    TORCH_CHECK(x.device().is_cpu(), "x must reside on the CPU");
-    TORCH_CHECK(f.device().is_cpu(), "f must reside on the CPU");
-    TORCH_CHECK(f.scalar_type() == torch::kFloat, "f must be float32");
-    TORCH_CHECK(x.dim() == 4, "x must be rank 4");
-    TORCH_CHECK(f.dim() == 2, "f must be rank 2");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "x must be float32 or float64");
-    TORCH_CHECK(upx >= 1 && upy >= 1, "upsampling factor must be at least 1");
-    TORCH_CHECK(downx >= 1 && downy >= 1, "downsampling factor must be at least 1");
-    TORCH_CHECK(f.size(0) >= 1 && f.size(1) >= 1, "f must be at least 1x1");
+    TORCH_CHECK(x.device().is_cpu() && f.device().is_cpu(), "upfirdn2d_cpu: x and f must be CPU tensors");
+    TORCH_CHECK(x.dim() == 4 && f.dim() == 2, "upfirdn2d_cpu: x is [N, C, H, W] and f [fh, fw]");
+    TORCH_CHECK(f.scalar_type() == torch::kFloat, "upfirdn2d_cpu: the filter is float32");
+    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "upfirdn2d_cpu: x is float32 or float64");
+    const char* problem = ufd_geometry_problem(f.size(0), f.size(1), upx, upy, downx, downy);
+    TORCH_CHECK(problem == nullptr, problem);
 
     x = x.contiguous();
     ufd_set_geometry(p, x.size(0) * x.size(1), x.size(2), x.size(3), f.size(0), f.size(1),
         upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
-    TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "output must be at least 1x1");
+    TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "upfirdn2d_cpu: the output would be empty");
     torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
     p.x = x.data_ptr();
     p.y = y.data_ptr();

@@ -1,48 +1,43 @@
-// Python binding of the upfirdn2d CUDA kernel (upfirdn2d.cu).
+// upfirdn2d for CUDA tensors: checks the call from upfirdn2d.py, sizes the output with the shared geometry of
+// upfirdn2d.h and starts the kernel of upfirdn2d.cu on the current stream.
 
 #include <torch/extension.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include "upfirdn2d.h"
 
-static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
-    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+static torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t upy, int64_t downx,
+    int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip, double gain)
 {
-    TORCH_CHECK(x.is_cuda(), "x must reside on a CUDA device");
-    TORCH_CHECK(f.device() == x.device(), "f must reside on the same device as x");
-    TORCH_CHECK(f.scalar_type() == torch::kFloat, "f must be float32");
-    TORCH_CHECK(x.dim() == 4, "x must be rank 4");
-    TORCH_CHECK(f.dim() == 2, "f must be rank 2");
-    TORCH_CHECK(upx >= 1 && upy >= 1, "upsampling factor must be at least 1");
-    TORCH_CHECK(downx >= 1 && downy >= 1, "downsampling factor must be at least 1");
-    TORCH_CHECK(f.size(0) >= 1 && f.size(1) >= 1, "f must be at least 1x1");
-    const at::cuda::OptionalCUDAGuard device_guard(device_of(x));
+    TORCH_CHECK(x.is_cuda() && f.device() == x.device(), "upfirdn2d_cuda: x and f must be on the same CUDA device");
+    TORCH_CHECK(x.dim() == 4 && f.dim() == 2, "upfirdn2d_cuda: x is [N, C, H, W] and f [fh, fw]");
+    TORCH_CHECK(f.scalar_type() == torch::kFloat, "upfirdn2d_cuda: the filter is float32");
+    const char* problem = ufd_geometry_problem(f.size(0), f.size(1), (int)upx, (int)upy, (int)downx, (int)downy);
+    TORCH_CHECK(problem == nullptr, problem);
 
-    x = x.contiguous();
-    f = f.contiguous();
-    upfirdn2d_params p;
-    ufd_set_geometry(p, x.size(0) * x.size(1), x.size(2), x.size(3), f.size(0), f.size(1),
-        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
-    TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "output must be at least 1x1");
+    c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor xc = x.contiguous(), fc = f.contiguous();
+    upfirdn2d_params geometry;
+    ufd_set_geometry(geometry, xc.size(0) * xc.size(1), xc.size(2), xc.size(3), fc.size(0), fc.size(1), (int)upx, (int)upy,
+                     (int)downx, (int)downy, (int)padx0, (int)padx1, (int)pady0, (int)pady1, flip, gain);
+    TORCH_CHECK(geometry.out_h >= 1 && geometry.out_w >= 1, "upfirdn2d_cuda: the output would be empty");
 
-    torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
+    torch::Tensor y = torch::empty({xc.size(0), xc.size(1), geometry.out_h, geometry.out_w}, xc.options());
     if (y.numel() == 0)
         return y;
-    p.x = x.data_ptr();
-    p.f = f.data_ptr<float>();
-    p.y = y.data_ptr();
-    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    cudaError_t err = cudaSuccess;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d_cuda", [&]
-    {
-        err = upfirdn2d_cuda_launch<scalar_t>(p, stream);
-    });
-    TORCH_CHECK(err == cudaSuccess, "upfirdn2d CUDA kernel failed: ", cudaGetErrorString(err));
+    geometry.x = xc.data_ptr();
+    geometry.f = fc.data_ptr<float>();
+    geometry.y = y.data_ptr();
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    cudaError_t status = cudaSuccess;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, xc.scalar_type(), "upfirdn2d_cuda",
+                                    [&] { status = upfirdn2d_cuda_launch<scalar_t>(geometry, stream); });
+    TORCH_CHECK(status == cudaSuccess, "upfirdn2d_cuda: kernel launch failed: ", cudaGetErrorString(status));
     return y;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module)
 {
-    m.def("upfirdn2d", &upfirdn2d, "upfirdn2d on a CUDA device");
+    module.def("upfirdn2d", &upfirdn2d_cuda, "upfirdn2d on a CUDA device (one thread per output pixel)");
 }
