@@ -107,6 +107,11 @@ def is_valid_metric(metric: str) -> bool:
     return parsed is not None and parsed[1] > 0
 
 
+def requires_w_space(metric: str) -> bool:
+    """Whether the metric walks the generator's W space (the PPL family), which z-only GAN families lack."""
+    return isinstance(metric, str) and _PPL_PATTERN.match(_ALIASES.get(metric, metric)) is not None
+
+
 def list_valid_metrics() -> list[str]:
     """The official names (any of them with another image count is valid too, e.g. fid5k_full)."""
     return list(_OFFICIAL)
