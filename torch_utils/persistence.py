@@ -175,7 +175,11 @@ def _src_to_module(src):
 
 # ----------------------------------------------------------------------------
 
-_KNOWN_PICKLEABLE = ('numpy.ndarray', 'torch.Tensor', 'torch.nn.parameter.Parameter')
+_KNOWN_PICKLEABLE = {'numpy.ndarray', 'torch.Tensor'}  # and their subclasses (Parameter, fake/meta tensors)
+
+
+def _known_pickleable(value):
+    return any(f'{cls.__module__}.{cls.__qualname__}' in _KNOWN_PICKLEABLE for cls in type(value).__mro__)
 
 
 def _check_pickleable(obj):
@@ -191,7 +195,7 @@ def _check_pickleable(obj):
             return [prune(item) for item in value]
         if value is None or isinstance(value, (str, bytes, bytearray, bool, int, float)):
             return None
-        if f'{type(value).__module__}.{type(value).__name__}' in _KNOWN_PICKLEABLE or is_persistent(value):
+        if _known_pickleable(value) or is_persistent(value):
             return None
         return value
     pickle.dump(prune(obj), io.BytesIO())
