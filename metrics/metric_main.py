@@ -160,6 +160,24 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     )
 
 
+def _append_line(path: str, line: str) -> None:
+    """Add a line to a text file by rewriting it through a temp file: an interrupted or failed write (a full
+    disk) leaves the old file intact instead of a torn last line, and no temp file behind."""
+    try:
+        with open(path, 'rt') as f:
+            before = f.read()
+    except FileNotFoundError:
+        before = ''
+    if before and not before.endswith('\n'):
+        before += '\n'
+    try:
+        with dnnlib.util.atomic_write(path) as tmp:
+            with open(tmp, 'wt') as f:
+                f.write(before + line + '\n')
+    except OSError as err:
+        raise dnnlib.util.UserError(f"cannot write '{path}': {err.strerror or err}") from None
+
+
 def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: str | None = None) -> str:
     """Print the result as one JSON line and append it to <run_dir>/metric-<name>.jsonl; returns the line."""
     metric = result_dict['metric']
@@ -169,12 +187,5 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
     print(line)
     if run_dir is not None and os.path.isdir(run_dir):
-        path = os.path.join(run_dir, f'metric-{metric}.jsonl')
-        # Rewrite through a temp file: an interrupted append must not leave a torn line behind.
-        old = open(path, 'rt').read() if os.path.isfile(path) else ''
-        if old and not old.endswith('\n'):
-            old += '\n'
-        with dnnlib.util.atomic_write(path) as tmp:
-            with open(tmp, 'wt') as f:
-                f.write(old + line + '\n')
+        _append_line(os.path.join(run_dir, f'metric-{metric}.jsonl'), line)
     return line
