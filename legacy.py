@@ -5,6 +5,7 @@ sources you trust. A .safetensors snapshot holds tensors plus JSON and executes 
 from an allow-list of HistoSynth classes and filled with the stored weights.
 """
 
+import contextlib
 import copy
 import io
 import json
@@ -131,6 +132,15 @@ def _with_fp16(module, key):
 #----------------------------------------------------------------------------
 # Safetensors: weights as tensors named '<key>.<param>', class names and kwargs as JSON metadata.
 
+@contextlib.contextmanager
+def _write_errors_as_user_errors(path, also=()):
+    """A failed write (full disk, no permission) becomes one line; atomic_write has removed its temp file."""
+    try:
+        yield
+    except (OSError, *also) as err:
+        reason = getattr(err, 'strerror', None) or str(err)
+        raise dnnlib.util.UserError(f"cannot write '{path}': {reason}") from None
+
 def _class_name(module):
     return f'{type(module).__module__}.{type(module).__qualname__}'
 
@@ -153,6 +163,7 @@ def _to_json(value, what):
 def save_network_safetensors(data, path):
     """Write the networks of a snapshot dict as one code-free .safetensors file (atomically).
     Returns the list of keys stored; modules that are not HistoSynth network classes are skipped."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {}
     modules = {}
@@ -181,7 +192,7 @@ def save_network_safetensors(data, path):
         training_set_json = 'null'  # informational only; never worth failing the conversion
     metadata = dict(format=SAFETENSORS_FORMAT, format_version=SAFETENSORS_FORMAT_VERSION,
                     modules=_to_json(modules, 'module list'), training_set_kwargs=training_set_json)
-    with dnnlib.util.atomic_write(path) as tmp:
+    with _write_errors_as_user_errors(path, also=(SafetensorError,)), dnnlib.util.atomic_write(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return list(modules)
 
@@ -348,7 +359,7 @@ def save_network_pkl(data, path):
     """Pickle a snapshot dict atomically."""
     buf = io.BytesIO()
     pickle.dump(data, buf)
-    with dnnlib.util.atomic_write(path) as tmp:
+    with _write_errors_as_user_errors(path), dnnlib.util.atomic_write(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(buf.getvalue())
 

@@ -102,3 +102,18 @@ def test_damaged_metric_cache_is_recomputed(tmp_path, he_crops, monkeypatch):
     with pytest.warns(UserWarning, match='unreadable metric cache'):
         again = metric_utils.compute_feature_stats_for_dataset(opts, 'inception-2015-12-05', {}, capture_all=True).get_all()
     np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize('suffix', ['.safetensors', '.pkl'])
+def test_network_conversion_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, suffix):
+    G = tiny_generator()
+    src = tmp_path / 'src' / 'net.pkl'
+    src.parent.mkdir()
+    src.write_bytes(pickle.dumps(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=None)))
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    res = run_limited([os.path.join(REPO, 'legacy.py'), '--source', str(src), '--dest', str(dest / f'net{suffix}')],
+                      max_file_bytes=4096, cwd=REPO)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("Error: cannot write") and 'Traceback' not in res.stderr
+    assert os.listdir(dest) == []
