@@ -5,13 +5,16 @@ sources you trust. A .safetensors snapshot holds tensors plus JSON and executes 
 from an allow-list of HistoSynth classes and filled with the stored weights.
 """
 
+import contextlib
 import copy
 import io
 import json
+import math
 import os
 import pickle
 import re
 import urllib.parse
+import warnings
 
 import click
 import torch
@@ -129,6 +132,15 @@ def _with_fp16(module, key):
 #----------------------------------------------------------------------------
 # Safetensors: weights as tensors named '<key>.<param>', class names and kwargs as JSON metadata.
 
+@contextlib.contextmanager
+def _write_errors_as_user_errors(path, also=()):
+    """A failed write (full disk, no permission) becomes one line; atomic_write has removed its temp file."""
+    try:
+        yield
+    except (OSError, *also) as err:
+        reason = getattr(err, 'strerror', None) or str(err)
+        raise dnnlib.util.UserError(f"cannot write '{path}': {reason}") from None
+
 def _class_name(module):
     return f'{type(module).__module__}.{type(module).__qualname__}'
 
@@ -151,6 +163,7 @@ def _to_json(value, what):
 def save_network_safetensors(data, path):
     """Write the networks of a snapshot dict as one code-free .safetensors file (atomically).
     Returns the list of keys stored; modules that are not HistoSynth network classes are skipped."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {}
     modules = {}
@@ -179,20 +192,90 @@ def save_network_safetensors(data, path):
         training_set_json = 'null'  # informational only; never worth failing the conversion
     metadata = dict(format=SAFETENSORS_FORMAT, format_version=SAFETENSORS_FORMAT_VERSION,
                     modules=_to_json(modules, 'module list'), training_set_kwargs=training_set_json)
-    with dnnlib.util.atomic_write(path) as tmp:
+    with _write_errors_as_user_errors(path, also=(SafetensorError,)), dnnlib.util.atomic_write(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return list(modules)
 
-def load_network_safetensors(path):
-    """Load a snapshot dict from a .safetensors file written by save_network_safetensors (no code executed)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+# Constructor arguments read from a .safetensors file are data from an unknown source: before anything is
+# built for real they must lie in ranges no HistoSynth network leaves, and the network they describe must
+# have exactly the stored tensor names and shapes (checked on a tensor-free "fake" build).
+_MAX_RESOLUTION = 4096     # img_resolution and other *resolution arguments: a power of two in [4, 4096]
+_MAX_CHANNELS = 16         # img_channels
+_MAX_WIDTH = 16384         # *_dim, channel_max, width, *features: sizes of one layer
+_MAX_LAYERS = 64           # num_layers and friends
+_MAX_INT = 1 << 17         # any other integer (channel_base is 32768 in the largest official configs)
+_MAX_DEPTH = 6             # nesting of dicts/lists in the arguments
+_MAX_STRING = 1000
+
+def _int_limit(key):
+    """(upper bound, whether the value must be an integer) for a constructor argument named `key`."""
+    key = (key or '').lower()
+    if key == 'img_channels':
+        return _MAX_CHANNELS, True
+    if 'layers' in key:
+        return _MAX_LAYERS, True
+    if key.endswith('_dim') or key in ('channel_max', 'width') or key.endswith('features'):
+        return _MAX_WIDTH, True
+    if key.startswith('channel_') or key.startswith('num_'):
+        return _MAX_INT, True
+    return _MAX_INT, False
+
+def _check_stored_value(value, where, key=None, depth=0):
+    """UserError unless a JSON value from the file is a sane constructor argument."""
+    if depth > _MAX_DEPTH:
+        raise dnnlib.util.UserError(f'{where}: constructor arguments are nested too deeply')
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_stored_value(item, f'{where}.{name}', name, depth + 1)
+        return
+    if isinstance(value, list):
+        for idx, item in enumerate(value):
+            _check_stored_value(item, f'{where}[{idx}]', key, depth + 1)
+        return
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if len(value) > _MAX_STRING:
+            raise dnnlib.util.UserError(f'{where}: string argument of {len(value)} characters is too long')
+        return
+    if not isinstance(value, (int, float)):
+        raise dnnlib.util.UserError(f'{where}: unsupported argument type {type(value).__name__}')
+    if key is not None and key.lower().endswith('resolution'):
+        if not isinstance(value, int) or value < 4 or value > _MAX_RESOLUTION or value & (value - 1):
+            raise dnnlib.util.UserError(f'{where}={value!r} is not a power of two between 4 and {_MAX_RESOLUTION}')
+        return
+    limit, integral = _int_limit(key)
+    if integral and not isinstance(value, int):
+        raise dnnlib.util.UserError(f'{where}={value!r} must be an integer')
+    if not math.isfinite(value) or value < 0 or value > limit:
+        raise dnnlib.util.UserError(f'{where}={value!r} is outside the sane range [0, {limit}]')
+
+def _expected_tensor_shapes(cls, args, kwargs, where):
+    """{name: shape} of every parameter and buffer of cls(*args, **kwargs), found without allocating them."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
     try:
-        with safe_open(path, framework='pt') as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise dnnlib.util.UserError(f"cannot read '{path}' as safetensors ({err})")
+        with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True), torch.random.fork_rng(devices=[]):
+            warnings.simplefilter('ignore')
+            fake = cls(*args, **kwargs)
+            return {name: tuple(t.shape) for name, t in misc.named_params_and_buffers(fake)}
+    except Exception as err:  # any failure means the stored arguments do not describe a network of this class
+        detail = (str(err).strip().splitlines() or [''])[0][:200]
+        raise dnnlib.util.UserError(f'{where}: the stored constructor arguments do not build a {cls.__name__} '
+                                    f'({type(err).__name__}: {detail})') from None
+
+def _compare_tensors(expected, stored, where):
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise dnnlib.util.UserError(f'{where}: stored tensors do not match the stored constructor arguments '
+                                    f'(missing {missing[:3]}, unexpected {extra[:3]})')
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise dnnlib.util.UserError(f'{where}.{name} has shape {list(stored[name])}, the stored constructor '
+                                        f'arguments give {list(shape)}')
+
+def _read_header(f, path):
+    metadata = f.metadata() or {}
     if metadata.get('format', None) != SAFETENSORS_FORMAT:
         raise dnnlib.util.UserError(f"'{path}' is a safetensors file but not a HistoSynth network snapshot")
     if metadata.get('format_version', None) != SAFETENSORS_FORMAT_VERSION:
@@ -203,29 +286,51 @@ def load_network_safetensors(path):
         training_set_kwargs = json.loads(metadata.get('training_set_kwargs', 'null'))
     except (KeyError, json.JSONDecodeError) as err:
         raise dnnlib.util.UserError(f"'{path}' has broken snapshot metadata ({err})")
+    if not isinstance(modules, dict) or not all(isinstance(spec, dict) for spec in modules.values()):
+        raise dnnlib.util.UserError(f"'{path}' has broken snapshot metadata (modules is not a table)")
+    return modules, training_set_kwargs
 
-    data = {key: None for key in SNAPSHOT_MODULE_KEYS}
+def _restore_module(f, path, key, spec, shapes):
+    """Build the network `key` from its checked spec and fill it with the stored tensors."""
+    where = f"'{path}': {key}"
+    if key not in SNAPSHOT_MODULE_KEYS:
+        raise dnnlib.util.UserError(f"'{path}' names an unknown snapshot entry '{key}'")
+    cls = resolve_safe_class(str(spec.get('class_name')))
+    args, kwargs = spec.get('init_args', []), spec.get('init_kwargs', {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise dnnlib.util.UserError(f'{where}: init_args must be a list and init_kwargs a table')
+    _check_stored_value(args, f'{where} init_args')
+    _check_stored_value(kwargs, f'{where}', None)
+    prefix = key + '.'
+    stored = {name[len(prefix):]: shape for name, shape in shapes.items() if name.startswith(prefix)}
+    _compare_tensors(_expected_tensor_shapes(cls, args, kwargs, where), stored, where)
+
+    module = _construct(cls, args, kwargs)  # now known to be exactly as large as the stored tensors
+    with torch.no_grad():
+        for name, tensor in misc.named_params_and_buffers(module):
+            tensor.copy_(f.get_tensor(prefix + name))
+    return module.eval().requires_grad_(False)
+
+def load_network_safetensors(path):
+    """Load a snapshot dict from a .safetensors file written by save_network_safetensors.
+
+    Executes no code from the file and allocates nothing it describes until its constructor arguments are
+    in range and match the stored tensor names and shapes; tensors are then read one at a time.
+    """
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, framework='pt') as f:
+            modules, training_set_kwargs = _read_header(f, path)
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            orphans = sorted(name for name in shapes if name.split('.', 1)[0] not in modules)
+            if orphans:
+                raise dnnlib.util.UserError(f"'{path}' holds tensors of no listed network: {orphans[:3]}")
+            data = {key: None for key in SNAPSHOT_MODULE_KEYS}
+            for key, spec in modules.items():
+                data[key] = _restore_module(f, path, key, spec, shapes)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise dnnlib.util.UserError(f"cannot read '{path}' as safetensors ({err})")
     data['training_set_kwargs'] = dnnlib.EasyDict(training_set_kwargs) if isinstance(training_set_kwargs, dict) else training_set_kwargs
-    for key, spec in modules.items():
-        if key not in SNAPSHOT_MODULE_KEYS:
-            raise dnnlib.util.UserError(f"'{path}' names an unknown snapshot entry '{key}'")
-        cls = resolve_safe_class(spec['class_name'])
-        module = _construct(cls, spec.get('init_args', []), spec.get('init_kwargs', {}))
-        prefix = key + '.'
-        stored = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
-        expected = dict(misc.named_params_and_buffers(module))
-        if set(stored) != set(expected):
-            missing = sorted(set(expected) - set(stored))
-            extra = sorted(set(stored) - set(expected))
-            raise dnnlib.util.UserError(f"'{path}': weights of {key} do not match {spec['class_name']} "
-                                        f"(missing {missing[:3]}, unexpected {extra[:3]})")
-        with torch.no_grad():
-            for name, tensor in expected.items():
-                if tensor.shape != stored[name].shape:
-                    raise dnnlib.util.UserError(f"'{path}': {key}.{name} has shape {list(stored[name].shape)}, "
-                                                f"expected {list(tensor.shape)}")
-                tensor.copy_(stored[name])
-        data[key] = module.eval().requires_grad_(False)
     return data
 
 #----------------------------------------------------------------------------
@@ -254,7 +359,7 @@ def save_network_pkl(data, path):
     """Pickle a snapshot dict atomically."""
     buf = io.BytesIO()
     pickle.dump(data, buf)
-    with dnnlib.util.atomic_write(path) as tmp:
+    with _write_errors_as_user_errors(path), dnnlib.util.atomic_write(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(buf.getvalue())
 

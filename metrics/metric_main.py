@@ -107,6 +107,11 @@ def is_valid_metric(metric: str) -> bool:
     return parsed is not None and parsed[1] > 0
 
 
+def requires_w_space(metric: str) -> bool:
+    """Whether the metric walks the generator's W space (the PPL family), which z-only GAN families lack."""
+    return isinstance(metric, str) and _PPL_PATTERN.match(_ALIASES.get(metric, metric)) is not None
+
+
 def list_valid_metrics() -> list[str]:
     """The official names (any of them with another image count is valid too, e.g. fid5k_full)."""
     return list(_OFFICIAL)
@@ -155,6 +160,24 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     )
 
 
+def _append_line(path: str, line: str) -> None:
+    """Add a line to a text file by rewriting it through a temp file: an interrupted or failed write (a full
+    disk) leaves the old file intact instead of a torn last line, and no temp file behind."""
+    try:
+        with open(path, 'rt') as f:
+            before = f.read()
+    except FileNotFoundError:
+        before = ''
+    if before and not before.endswith('\n'):
+        before += '\n'
+    try:
+        with dnnlib.util.atomic_write(path) as tmp:
+            with open(tmp, 'wt') as f:
+                f.write(before + line + '\n')
+    except OSError as err:
+        raise dnnlib.util.UserError(f"cannot write '{path}': {err.strerror or err}") from None
+
+
 def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: str | None = None) -> str:
     """Print the result as one JSON line and append it to <run_dir>/metric-<name>.jsonl; returns the line."""
     metric = result_dict['metric']
@@ -164,12 +187,5 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
     print(line)
     if run_dir is not None and os.path.isdir(run_dir):
-        path = os.path.join(run_dir, f'metric-{metric}.jsonl')
-        # Rewrite through a temp file: an interrupted append must not leave a torn line behind.
-        old = open(path, 'rt').read() if os.path.isfile(path) else ''
-        if old and not old.endswith('\n'):
-            old += '\n'
-        with dnnlib.util.atomic_write(path) as tmp:
-            with open(tmp, 'wt') as f:
-                f.write(old + line + '\n')
+        _append_line(os.path.join(run_dir, f'metric-{metric}.jsonl'), line)
     return line

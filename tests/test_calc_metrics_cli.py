@@ -110,6 +110,23 @@ def test_bad_metric_name_is_a_one_line_error(run_dir):
     assert "Unknown metric 'fid50k_fulll'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+def _write_crafted_safetensors(run):
+    """The run's snapshot as .safetensors whose stored arguments claim a 65536 px generator (issue 10)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import legacy
+    with open(run / 'network-snapshot-000000.pkl', 'rb') as f:
+        data = legacy.load_network_pkl(f)
+    path = str(run / 'crafted.safetensors')
+    legacy.save_network_safetensors(data, path)
+    with safe_open(path, framework='pt') as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    modules = json.loads(meta['modules'])
+    modules['G_ema']['init_kwargs']['img_resolution'] = 65536
+    save_file(tensors, path, metadata=dict(meta, modules=json.dumps(modules)))
+
+
 @pytest.mark.parametrize('make_args, message', [
     (lambda run, data: ['--network', str(run / 'missing.pkl'), '--metrics', 'swd16'], 'missing.pkl'),
     (lambda run, data: ['--metrics', 'swd16'], 'Give --network'),
@@ -117,10 +134,17 @@ def test_bad_metric_name_is_a_one_line_error(run_dir):
     (lambda run, data: ['--data', str(run / 'training_options.json'), '--data2', data, '--metrics', 'swd16'], 'training_options.json'),
     (lambda run, data: ['--network', str(run / 'network-snapshot-000000.pkl'), '--data', str(run / 'bad.zip'), '--metrics', 'swd16'], 'bad.zip'),
     (lambda run, data: ['--data', data, '--data2', data, '--metrics', 'swd16', '--detector-dir', str(run / 'no-such-dir')], 'no-such-dir'),
+    (lambda run, data: ['--data', data, '--data2', data, '--metrics', 'swd16', '--gpus', '0'], '--gpus must be at least 1'),
+    (lambda run, data: ['--network', str(run / 'network-snapshot-000000.pkl'), '--data2', data, '--metrics', 'swd16'],
+     '--data2 needs --data'),
+    (lambda run, data: ['--network', str(run / 'training_options.json'), '--metrics', 'swd16'], 'unsupported network file type'),
+    (lambda run, data: ['--network', str(run / 'crafted.safetensors'), '--metrics', 'swd16'], 'img_resolution=65536'),
 ])
 def test_user_mistakes_are_one_line_errors(run_dir, make_args, message):
     run, data = run_dir
     (run / 'bad.zip').write_bytes(b'not a zip at all')
+    if not (run / 'crafted.safetensors').exists():
+        _write_crafted_safetensors(run)
     result = CliRunner().invoke(calc_metrics.main, make_args(run, data))
     assert result.exit_code != 0
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception

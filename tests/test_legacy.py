@@ -219,9 +219,13 @@ def test_safetensors_round_trip_executes_no_pickle(tmp_path, monkeypatch):
 
     def no_pickles(*args, **kwargs):
         raise AssertionError('loading a safetensors file must not unpickle anything')
+
+    class NoUnpickler(pickle.Unpickler):  # still a class: torch may subclass pickle.Unpickler on a lazy import
+        def __init__(self, *args, **kwargs):
+            no_pickles()
     monkeypatch.setattr(pickle, 'load', no_pickles)
     monkeypatch.setattr(pickle, 'loads', no_pickles)
-    monkeypatch.setattr(pickle, 'Unpickler', no_pickles)
+    monkeypatch.setattr(pickle, 'Unpickler', NoUnpickler)
     monkeypatch.setattr(torch, 'load', no_pickles)
     loaded = legacy.load_network(path)
     monkeypatch.undo()

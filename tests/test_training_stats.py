@@ -82,7 +82,7 @@ def test_regex_empty_values_and_nonfinite(prefix):
 def test_report0_counts_rank0_only(prefix, monkeypatch):
     collector = training_stats.Collector(regex=prefix + '.*')
     assert training_stats.report0(prefix + 'r0', 7.0) == 7.0
-    monkeypatch.setattr(training_stats, '_rank', 1)
+    monkeypatch.setitem(training_stats._config, 'rank', 1)
     training_stats.report0(prefix + 'r0', 100.0)
     training_stats.report0(prefix + 'only_other_ranks', 5.0)
     collector.update()

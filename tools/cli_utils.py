@@ -54,6 +54,23 @@ def load_network(network, key='G_ema', device=None):
     device = default_device() if device is None else torch.device(device)
     return module.eval().requires_grad_(False).to(device)
 
+def check_generator(G, network):
+    """One-line error unless G can be driven as G(z, c, ...): it must state z_dim, c_dim and img_resolution."""
+    missing = [attr for attr in ('z_dim', 'c_dim', 'img_resolution') if not hasattr(G, attr)]
+    if missing:
+        raise dnnlib.util.UserError(f"'{network}': its {type(G).__name__} is not a generator these tools can drive "
+                                    f"(no {', '.join(missing)})")
+    return G
+
+def device_of(module):
+    """Where a network's weights live (the CPU for one without any)."""
+    first = next(iter(module.parameters()), None)
+    return first.device if first is not None else torch.device('cpu')
+
+def has_w_space(G):
+    """Whether G exposes the intermediate latent space W (StyleGAN, StyleGAN2), not only z -> image."""
+    return all(hasattr(G, attr) for attr in ('mapping', 'synthesis', 'num_ws', 'w_dim'))
+
 def class_label(G, class_idx, device):
     """One-hot label [1, c_dim] for a conditional G; zeros [1, 0] for an unconditional one."""
     label = torch.zeros([1, G.c_dim], device=device)
@@ -95,8 +112,11 @@ def save_image(image, path):
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     assert image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
-    with dnnlib.util.atomic_write(path) as tmp:
-        PIL.Image.fromarray(image).save(tmp, format='PNG')  # uint8 HW -> 'L', HW3 -> 'RGB'
+    try:
+        with dnnlib.util.atomic_write(path) as tmp:
+            PIL.Image.fromarray(image).save(tmp, format='PNG')  # uint8 HW -> 'L', HW3 -> 'RGB'
+    except OSError as err:  # e.g. a full disk: one line for the user, and atomic_write has removed the temp file
+        raise dnnlib.util.UserError(f"cannot write '{path}': {err.strerror or err}") from None
     return path
 
 def make_outdir(outdir):

@@ -1,7 +1,13 @@
-"""Small PyTorch helpers shared by networks, training and metrics (official StyleGAN2-ADA API)."""
+"""PyTorch odds and ends used across networks, training and metrics.
+
+The public names and signatures are the ones StyleGAN2-ADA code expects to find in `torch_utils.misc`
+(constant, assert_shape, InfiniteSampler, copy_params_and_buffers, ddp_sync, print_module_summary, ...);
+the implementations are HistoSynth's own.
+"""
 
 import contextlib
 import functools
+import itertools
 import re
 import warnings
 
@@ -10,93 +16,101 @@ import torch
 
 import dnnlib
 
-#----------------------------------------------------------------------------
-# Cached constant tensors: avoids re-uploading the same constant on every forward pass.
+# ----------------------------------------------------------------------------
+# Constants
 
-_constant_cache = dict()
+_constants = {}  # (value bytes, layout, target) -> tensor; networks ask for the same few constants every call
+
 
 def constant(value, shape=None, dtype=None, device=None, memory_format=None):
-    """A tensor holding `value` (broadcast to `shape`), built once per distinct argument set and cached.
-    Treat the result as read-only: it is shared by every caller asking for the same constant."""
-    value = np.asarray(value)
-    if shape is not None:
-        shape = tuple(shape)
-    if dtype is None:
-        dtype = torch.get_default_dtype()
-    if device is None:
-        device = torch.device('cpu')
-    device = torch.device(device)
-    if memory_format is None:
-        memory_format = torch.contiguous_format
+    """`value` as a tensor (broadcast to `shape` when given), created once per distinct request and reused.
 
-    key = (value.shape, value.dtype, value.tobytes(), shape, dtype, device, memory_format)
-    tensor = _constant_cache.get(key, None)
-    if tensor is None:
-        tensor = torch.as_tensor(value.copy(), dtype=dtype, device=device)
-        if shape is not None:
-            tensor, _ = torch.broadcast_tensors(tensor, torch.empty(shape, device=device))
-        tensor = tensor.contiguous(memory_format=memory_format)
-        _constant_cache[key] = tensor
-    return tensor
+    The result is shared between callers, so never modify it in place.
+    """
+    array = np.array(value)
+    target_dtype = torch.get_default_dtype() if dtype is None else dtype
+    target_device = torch.device('cpu' if device is None else device)
+    layout = torch.contiguous_format if memory_format is None else memory_format
+    target_shape = None if shape is None else tuple(shape)
 
-#----------------------------------------------------------------------------
-# torch.nan_to_num exists in every supported PyTorch; keep the official name for callers.
+    key = (array.dtype.str, array.shape, array.tobytes(), target_shape, target_dtype, target_device, layout)
+    cached = _constants.get(key)
+    if cached is None:
+        cached = torch.tensor(array, dtype=target_dtype, device=target_device)
+        if target_shape is not None:
+            cached = cached.expand(target_shape)
+        cached = cached.contiguous(memory_format=layout)
+        _constants[key] = cached
+    return cached
 
+
+# Kept under the names StyleGAN2-ADA code uses.
 nan_to_num = torch.nan_to_num
-
-#----------------------------------------------------------------------------
-# Shape checks that also work while tracing (sizes are tensors then).
-
 symbolic_assert = torch._assert  # pylint: disable=protected-access
+
+# ----------------------------------------------------------------------------
+# Shape checks (also valid while tracing, where sizes may be tensors)
+
 
 @contextlib.contextmanager
 def suppress_tracer_warnings():
-    """Silence torch.jit.TracerWarning inside the block (shape checks compare traced sizes on purpose)."""
+    """Hide torch.jit.TracerWarning in the block: our shape checks compare traced sizes on purpose."""
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         yield
 
-def assert_shape(tensor, ref_shape):
-    """Raise AssertionError unless `tensor.shape` matches `ref_shape`; None entries match any size."""
-    if tensor.ndim != len(ref_shape):
-        raise AssertionError(f'Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)}')
-    for idx, (size, ref_size) in enumerate(zip(tensor.shape, ref_shape)):
-        if ref_size is None:
-            pass
-        elif isinstance(ref_size, torch.Tensor):
-            with suppress_tracer_warnings():
-                symbolic_assert(torch.equal(torch.as_tensor(size), ref_size), f'Wrong size for dimension {idx}')
-        elif isinstance(size, torch.Tensor):
-            with suppress_tracer_warnings():
-                symbolic_assert(torch.equal(size, torch.as_tensor(ref_size)), f'Wrong size for dimension {idx}: expected {ref_size}')
-        elif size != ref_size:
-            raise AssertionError(f'Wrong size for dimension {idx}: got {size}, expected {ref_size}')
 
-#----------------------------------------------------------------------------
+def _check_traced_size(actual, wanted, dim):
+    with suppress_tracer_warnings():
+        same = torch.equal(torch.as_tensor(actual), torch.as_tensor(wanted))
+        symbolic_assert(same, f'Wrong size for dimension {dim}: expected {wanted}')
+
+
+def assert_shape(tensor, ref_shape):
+    """AssertionError unless `tensor` has the shape `ref_shape`; a None entry accepts any size."""
+    actual_shape = tuple(tensor.shape)
+    if len(actual_shape) != len(ref_shape):
+        raise AssertionError(f'Wrong number of dimensions: got {len(actual_shape)}, expected {len(ref_shape)}')
+    for dim, (actual, wanted) in enumerate(zip(actual_shape, ref_shape)):
+        if wanted is None:
+            continue
+        if isinstance(actual, torch.Tensor) or isinstance(wanted, torch.Tensor):
+            _check_traced_size(actual, wanted, dim)
+        elif actual != wanted:
+            raise AssertionError(f'Wrong size for dimension {dim}: got {actual}, expected {wanted}')
+
+# ----------------------------------------------------------------------------
+
 
 def profiled_function(fn):
-    """Decorator: the call shows up under the function's name in the autograd profiler."""
-    @functools.wraps(fn)
-    def decorator(*args, **kwargs):
-        with torch.autograd.profiler.record_function(fn.__name__):
-            return fn(*args, **kwargs)
-    return decorator
+    """Decorator: each call appears as a range named after the function in torch.profiler traces."""
+    label = fn.__name__
 
-#----------------------------------------------------------------------------
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.profiler.record_function(label):
+            result = fn(*args, **kwargs)
+        return result
+    return wrapper
+
+# ----------------------------------------------------------------------------
+
 
 class InfiniteSampler(torch.utils.data.Sampler):
-    """Endless stream of dataset indices, split between replicas (rank r takes every num_replicas-th item).
+    """Never-ending stream of dataset indices; replica `rank` of `num_replicas` gets every num_replicas-th one.
 
-    With shuffle, the first pass is `np.random.RandomState(seed)`'s permutation; afterwards each
-    yielded item swaps places with a random item up to `window_size * len(dataset)` positions
-    behind it, so later passes reorder gradually instead of repeating the first permutation.
+    Shuffled streams start from the permutation `np.random.RandomState(seed).shuffle` gives. After each
+    position is visited, its entry trades places with one at most `window_size * len(dataset)` positions
+    earlier, so the order drifts from pass to pass instead of repeating.
     """
 
     def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5):
-        assert len(dataset) > 0
-        assert num_replicas > 0
-        assert 0 <= rank < num_replicas
-        assert 0 <= window_size <= 1
+        if len(dataset) == 0:
+            raise ValueError('InfiniteSampler needs a non-empty dataset')
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f'rank {rank} is not one of {num_replicas} replicas')
+        if not 0 <= window_size <= 1:
+            raise ValueError(f'window_size must lie in [0, 1], got {window_size}')
         super().__init__()
         self.dataset = dataset
         self.rank = rank
@@ -106,169 +120,176 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.window_size = window_size
 
     def __iter__(self):
-        order = np.arange(len(self.dataset))
-        rnd = None
-        window = 0
+        size = len(self.dataset)
+        perm = np.arange(size)
+        rng, window = None, 0
         if self.shuffle:
-            rnd = np.random.RandomState(self.seed)
-            rnd.shuffle(order)
-            window = int(np.rint(order.size * self.window_size))
-
-        idx = 0
-        while True:
-            i = idx % order.size
-            if idx % self.num_replicas == self.rank:
-                yield order[i]
+            rng = np.random.RandomState(self.seed)
+            rng.shuffle(perm)
+            window = int(np.rint(size * self.window_size))
+        for step in itertools.count():
+            pos = step % size
+            if step % self.num_replicas == self.rank:
+                yield perm[pos]
             if window >= 2:
-                j = (i - rnd.randint(window)) % order.size
-                order[i], order[j] = order[j], order[i]
-            idx += 1
+                partner = (pos - rng.randint(window)) % size
+                perm[[pos, partner]] = perm[[partner, pos]]
 
-#----------------------------------------------------------------------------
-# Parameters and buffers together: both are state that snapshots and EMA must carry.
+# ----------------------------------------------------------------------------
+# Parameters and buffers: both are state that copies, snapshots and EMA have to carry.
 
-def params_and_buffers(module):
-    assert isinstance(module, torch.nn.Module)
-    return list(module.parameters()) + list(module.buffers())
 
 def named_params_and_buffers(module):
-    assert isinstance(module, torch.nn.Module)
-    return list(module.named_parameters()) + list(module.named_buffers())
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f'expected a torch.nn.Module, got {type(module).__name__}')
+    return [*module.named_parameters(), *module.named_buffers()]
+
+
+def params_and_buffers(module):
+    return [tensor for _name, tensor in named_params_and_buffers(module)]
+
+
+def _copy_problems(src_tensors, dst_tensors, require_all):
+    """Human-readable reasons why dst cannot be filled from src (empty when it can)."""
+    wrong_shape = [f'{name} (source {list(src_tensors[name].shape)}, destination {list(t.shape)})'
+                   for name, t in dst_tensors if name in src_tensors and src_tensors[name].shape != t.shape]
+    absent = [f'{name} {list(t.shape)}' for name, t in dst_tensors if require_all and name not in src_tensors]
+    problems = []
+    if wrong_shape:
+        problems.append('shape mismatch: ' + ', '.join(wrong_shape))
+    if absent:
+        problems.append('missing from source: ' + ', '.join(absent))
+    return problems
+
 
 @torch.no_grad()
 def copy_params_and_buffers(src_module, dst_module, require_all=False):
-    """Copy every parameter and buffer of `dst_module` from the tensor of the same name in `src_module`.
+    """Overwrite each parameter/buffer of `dst_module` with the same-named tensor of `src_module`.
 
-    Nothing is copied unless everything fits: a shape mismatch (or, with `require_all`, a tensor
-    missing from `src_module`) raises one UserError that names every offending tensor.
+    All or nothing: if any shape differs (or, with `require_all`, a tensor is absent from the source),
+    nothing is copied and one UserError lists every offending tensor. requires_grad flags of the
+    destination stay as they were.
     """
-    assert isinstance(src_module, torch.nn.Module)
-    assert isinstance(dst_module, torch.nn.Module)
     src_tensors = dict(named_params_and_buffers(src_module))
     dst_tensors = named_params_and_buffers(dst_module)
-
-    mismatched = []
-    missing = []
-    for name, tensor in dst_tensors:
-        src = src_tensors.get(name, None)
-        if src is None:
-            if require_all:
-                missing.append(f'{name} {list(tensor.shape)}')
-        elif src.shape != tensor.shape:
-            mismatched.append(f'{name} (source {list(src.shape)}, destination {list(tensor.shape)})')
-    if mismatched or missing:
-        problems = []
-        if mismatched:
-            problems.append('shape mismatch: ' + ', '.join(mismatched))
-        if missing:
-            problems.append('missing from source: ' + ', '.join(missing))
+    problems = _copy_problems(src_tensors, dst_tensors, require_all)
+    if problems:
         raise dnnlib.util.UserError(f'Cannot copy {type(src_module).__name__} into {type(dst_module).__name__}: '
                                     + '; '.join(problems))
+    for name, target in dst_tensors:
+        source = src_tensors.get(name)
+        if source is not None:
+            target.copy_(source.detach())
 
-    for name, tensor in dst_tensors:
-        if name in src_tensors:
-            tensor.copy_(src_tensors[name].detach()).requires_grad_(tensor.requires_grad)
+# ----------------------------------------------------------------------------
+# Multi-GPU helpers
 
-#----------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def ddp_sync(module, sync):
-    """Inside the block, a DistributedDataParallel module skips gradient all-reduce unless `sync`.
-    Lets gradient accumulation over rounds synchronise only once."""
-    assert isinstance(module, torch.nn.Module)
-    if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
+    """With sync=False, a DistributedDataParallel module skips its gradient all-reduce inside the block,
+    so accumulation rounds exchange gradients only once. Plain modules are unaffected."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f'expected a torch.nn.Module, got {type(module).__name__}')
+    defer = not sync and isinstance(module, torch.nn.parallel.DistributedDataParallel)
+    with module.no_sync() if defer else contextlib.nullcontext():
         yield
-    else:
-        with module.no_sync():
-            yield
 
-#----------------------------------------------------------------------------
 
 def check_ddp_consistency(module, ignore_regex=None):
-    """Assert that every parameter and buffer equals rank 0's copy. Collective: call on all ranks.
-    Tensors whose name `<ClassName>.<param.path>` fully matches `ignore_regex` are skipped."""
-    assert isinstance(module, torch.nn.Module)
-    for name, tensor in named_params_and_buffers(module):
-        fullname = type(module).__name__ + '.' + name
-        if ignore_regex is not None and re.fullmatch(ignore_regex, fullname):
+    """AssertionError unless every parameter and buffer equals rank 0's copy (collective: all ranks call it).
+
+    Names are matched as `<ClassName>.<tensor path>`; those fully matching `ignore_regex` are skipped.
+    """
+    skip = re.compile(ignore_regex) if ignore_regex is not None else None
+    for path, tensor in named_params_and_buffers(module):
+        label = f'{type(module).__name__}.{path}'
+        if skip is not None and skip.fullmatch(label):
             continue
-        tensor = tensor.detach()
-        if tensor.is_floating_point():
-            tensor = nan_to_num(tensor)  # NaN != NaN would report a false mismatch
-        other = tensor.clone()
-        torch.distributed.broadcast(tensor=other, src=0)
-        if not (tensor == other).all():
-            raise AssertionError(f'{fullname} differs from rank 0')
+        mine = tensor.detach()
+        if mine.is_floating_point():
+            mine = torch.nan_to_num(mine)  # NaN never equals itself; compare it as a number
+        reference = mine.clone()
+        torch.distributed.broadcast(reference, src=0)
+        if not torch.equal(mine, reference):
+            raise AssertionError(f'{label} differs from rank 0')
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+# Module summary table
 
-def print_module_summary(module, inputs, max_nesting=3, skip_redundant=True):
-    """Run `module(*inputs)`, print a table of submodules (parameters, buffers, output shape, dtype)
-    and return the outputs. Submodules deeper than `max_nesting` are folded into their parents;
-    with `skip_redundant`, rows that add no new parameters, buffers or outputs are left out."""
-    assert isinstance(module, torch.nn.Module)
-    assert not isinstance(module, torch.jit.ScriptModule)
-    assert isinstance(inputs, (tuple, list))
 
-    # Record (module, tensor outputs) for every call that is shallow enough, in completion order.
-    entries = []
-    nesting = [0]
-    def pre_hook(_mod, _inputs):
-        nesting[0] += 1
-    def post_hook(mod, _inputs, outputs):
-        nesting[0] -= 1
-        if nesting[0] <= max_nesting:
-            outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-            outputs = [t for t in outputs if isinstance(t, torch.Tensor)]
-            entries.append(dnnlib.EasyDict(mod=mod, outputs=outputs))
-    hooks = [mod.register_forward_pre_hook(pre_hook) for mod in module.modules()]
-    hooks += [mod.register_forward_hook(post_hook) for mod in module.modules()]
+def _trace_calls(module, inputs, max_nesting):
+    """Run the module once; return its outputs and [(submodule, tensor outputs)] in the order calls finish,
+    leaving out calls nested deeper than `max_nesting`."""
+    depth = [0]
+    calls = []
+
+    def enter(_mod, _args):
+        depth[0] += 1
+
+    def leave(mod, _args, result):
+        depth[0] -= 1
+        if depth[0] > max_nesting:
+            return
+        items = result if isinstance(result, (tuple, list)) else [result]
+        calls.append((mod, [t for t in items if isinstance(t, torch.Tensor)]))
+
+    handles = []
+    for sub in module.modules():
+        handles.append(sub.register_forward_pre_hook(enter))
+        handles.append(sub.register_forward_hook(leave))
     try:
         outputs = module(*inputs)
     finally:
-        for hook in hooks:
-            hook.remove()
+        for handle in handles:
+            handle.remove()
+    return outputs, calls
 
-    # Attribute each tensor to the first (innermost) entry that owns it.
-    tensors_seen = set()
-    for e in entries:
-        e.unique_params = [t for t in e.mod.parameters() if id(t) not in tensors_seen]
-        e.unique_buffers = [t for t in e.mod.buffers() if id(t) not in tensors_seen]
-        e.unique_outputs = [t for t in e.outputs if id(t) not in tensors_seen]
-        tensors_seen |= {id(t) for t in e.unique_params + e.unique_buffers + e.unique_outputs}
-    if skip_redundant:
-        entries = [e for e in entries if len(e.unique_params) or len(e.unique_buffers) or len(e.unique_outputs)]
 
-    rows = [[type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype']]
-    rows += [['---'] * len(rows[0])]
-    param_total = 0
-    buffer_total = 0
-    submodule_names = {mod: name for name, mod in module.named_modules()}
-    for e in entries:
-        name = '<top-level>' if e.mod is module else submodule_names[e.mod]
-        param_size = sum(t.numel() for t in e.unique_params)
-        buffer_size = sum(t.numel() for t in e.unique_buffers)
-        shapes = [str(list(t.shape)) for t in e.outputs]
-        dtypes = [str(t.dtype).split('.')[-1] for t in e.outputs]
-        rows += [[
-            name + (':0' if len(e.outputs) >= 2 else ''),
-            str(param_size) if param_size else '-',
-            str(buffer_size) if buffer_size else '-',
-            (shapes + ['-'])[0],
-            (dtypes + ['-'])[0],
-        ]]
-        for idx in range(1, len(e.outputs)):
-            rows += [[name + f':{idx}', '-', '-', shapes[idx], dtypes[idx]]]
-        param_total += param_size
-        buffer_total += buffer_size
-    rows += [['---'] * len(rows[0])]
-    rows += [['Total', str(param_total), str(buffer_total), '-', '-']]
+def _format_table(rows):
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
-    widths = [max(len(cell) for cell in column) for column in zip(*rows)]
+
+def print_module_summary(module, inputs, max_nesting=3, skip_redundant=True):
+    """Call `module(*inputs)`, print one row per submodule call (parameter and buffer counts, output shape and
+    dtype) and return the outputs.
+
+    Each tensor is counted once, for the innermost call that owns it; calls deeper than `max_nesting` fold
+    into their parents. With `skip_redundant`, rows contributing nothing new are dropped.
+    """
+    if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+        raise TypeError('print_module_summary needs an eager torch.nn.Module')
+    if not isinstance(inputs, (tuple, list)):
+        raise TypeError('inputs must be a tuple or list of positional arguments')
+    outputs, calls = _trace_calls(module, inputs, max_nesting)
+
+    names = {sub: path for path, sub in module.named_modules()}
+    counted = set()
+    rows = []
+    total_params = total_buffers = 0
+    for sub, results in calls:
+        params = [t for t in sub.parameters() if id(t) not in counted]
+        buffers = [t for t in sub.buffers() if id(t) not in counted]
+        new_results = [t for t in results if id(t) not in counted]
+        counted.update(id(t) for t in params + buffers + new_results)
+        if skip_redundant and not (params or buffers or new_results):
+            continue
+        n_params = sum(t.numel() for t in params)
+        n_buffers = sum(t.numel() for t in buffers)
+        total_params += n_params
+        total_buffers += n_buffers
+        label = '<top-level>' if sub is module else names[sub]
+        shapes = [str(list(t.shape)) for t in results] or ['-']
+        dtypes = [str(t.dtype).rsplit('.', 1)[-1] for t in results] or ['-']
+        suffix = ':0' if len(results) > 1 else ''
+        rows.append([label + suffix, str(n_params or '-'), str(n_buffers or '-'), shapes[0], dtypes[0]])
+        rows.extend([f'{label}:{k}', '-', '-', shapes[k], dtypes[k]] for k in range(1, len(results)))
+
+    header = [type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype']
+    rule = ['---'] * len(header)
+    footer = ['Total', str(total_params), str(total_buffers), '-', '-']
     print()
-    for row in rows:
-        print('  '.join(cell + ' ' * (width - len(cell)) for cell, width in zip(row, widths)))
+    print(_format_table([header, rule, *rows, rule, footer]))
     print()
     return outputs
-
-#----------------------------------------------------------------------------

@@ -1,21 +1,20 @@
-"""Pickles that carry their own source code.
+"""Pickles that bring the source code of their classes with them.
 
-Decorating a class with `@persistent_class` makes its instances pickle together
-with the full source of the module that defines the class. Unpickling re-executes
-that source in a synthetic module, so a snapshot stays loadable after the code
-base has moved on or is not installed at all. The pickled form is the one used by
-the official StyleGAN2-ADA code base (format version 6): `__reduce__` returns
-`(torch_utils.persistence._reconstruct_persistent_obj, (meta,))` where `meta` is a
-dict `{type: 'class', version: 6, module_src, class_name, state}`. Official
-pickles therefore call `_reconstruct_persistent_obj()` defined here.
+Instances of a class decorated with `@persistent_class` pickle together with the complete source text of
+the module that defines the class. Loading such a pickle executes that text as a fresh module and takes the
+class from there, so snapshots keep working after the code has changed or without the repository at all.
 
-Rules inherited from the official design:
-- a persistent class must be defined at the top level of its module, because it
-  is looked up by name after the module source has been re-executed;
-- everything the instance state refers to must itself be pickleable (checked at
-  construction time so that problems surface early, not when saving a snapshot);
-- constructor arguments are recorded as `obj.init_args` / `obj.init_kwargs` so a
-  fresh instance can be built from an old one (e.g. when resuming training).
+Wire format (shared with StyleGAN2-ADA pickles, which is why official snapshots load here): the pickled
+callable is `torch_utils.persistence._reconstruct_persistent_obj` and its only argument is a dict
+`meta = {type: 'class', version: 6, module_src: str, class_name: str, state: <the instance state>}`. The
+state of each instance includes `_init_args` and `_init_kwargs`, its constructor arguments.
+
+Constraints that follow from the design:
+- the class has to live at module top level, because loading looks it up by name in the executed source;
+- whatever the instance holds must pickle, which is checked when the object is built, not when it is saved;
+- `obj.init_args` / `obj.init_kwargs` return copies of the constructor arguments, so an equivalent object
+  can be built from current code (resuming, converting).
+Unpickling runs code: open pickles only from sources you trust.
 """
 
 import copy
@@ -28,174 +27,175 @@ import types
 
 import dnnlib
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
-_version = 6                # Format version of the pickled meta; matches the official code base.
-_decorators = set()         # Every class produced by persistent_class().
-_import_hooks = []          # Callables meta -> meta applied before reconstruction.
-_module_to_src_dict = dict()  # module object -> its source string
-_src_to_module_dict = dict()  # source string -> module object
+_FORMAT_VERSION = 6
+_persistent_classes = set()  # every class returned by persistent_class()
+_import_hooks = []           # callables meta -> meta, run before an object is rebuilt
+_source_by_module = {}       # module -> its source text
+_module_by_source = {}       # source text -> module (each text is executed at most once)
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+
 
 def persistent_class(orig_class):
-    """Class decorator: instances pickle with the defining module's source embedded.
+    """Class decorator making instances pickle with the defining module's source embedded.
 
-    Example:
-
-        from torch_utils import persistence
-
-        @persistence.persistent_class
-        class MyNetwork(torch.nn.Module):
-            def __init__(self, num_inputs, num_outputs):
-                super().__init__()
-                self.fc = MyLayer(num_inputs, num_outputs)
-
-    Only the decorated class itself is made persistent: objects it refers to
-    (e.g. `MyLayer` above) must be decorated too, or be importable at load time.
+    Use it on top-level network, loss or augmentation classes (see networks/stylegan2.py). Only the decorated class travels with the pickle; classes its instances hold must be decorated as
+    well or be importable wherever the pickle is loaded.
     """
-    assert isinstance(orig_class, type)
-    if is_persistent(orig_class):
-        return orig_class
+    if not isinstance(orig_class, type):
+        raise TypeError('persistent_class decorates classes only')
+    if orig_class in _persistent_classes:
+        return orig_class  # decorating twice changes nothing
+    home = sys.modules.get(orig_class.__module__)
+    if home is None:
+        raise AssertionError(f'module {orig_class.__module__} of {orig_class.__name__} is not imported')
+    wrapped = _with_embedded_source(orig_class, home, _module_to_src(home))
+    _persistent_classes.add(wrapped)
+    return wrapped
 
-    assert orig_class.__module__ in sys.modules
-    orig_module = sys.modules[orig_class.__module__]
-    orig_module_src = _module_to_src(orig_module)
 
-    class Decorator(orig_class):
-        _orig_module_src = orig_module_src
-        _orig_class_name = orig_class.__name__
+def _with_embedded_source(base, home, source):
+    """Subclass of `base` that records its constructor arguments and pickles in the persistent format."""
+
+    class Persistent(base):
+        _orig_module_src = source
+        _orig_class_name = base.__name__
 
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._init_args = copy.deepcopy(args)
-            self._init_kwargs = copy.deepcopy(kwargs)
-            # Reconstruction looks the class up by name in the re-executed module source.
-            if self._orig_class_name not in orig_module.__dict__:
+            base.__init__(self, *args, **kwargs)
+            self._init_args, self._init_kwargs = copy.deepcopy((args, kwargs))
+            if self._orig_class_name not in vars(home):
                 raise AssertionError(f'persistent class {self._orig_class_name} must be defined at the top level '
-                                     f'of module {orig_module.__name__}')
-            _check_pickleable(self.__reduce__())
+                                     f'of module {home.__name__}')
+            reduced = self.__reduce__()
+            _check_pickleable(reduced)
 
         @property
         def init_args(self):
-            return copy.deepcopy(self._init_args)
+            return tuple(copy.deepcopy(self._init_args))
 
         @property
         def init_kwargs(self):
-            return dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
+            copied = copy.deepcopy(self._init_kwargs)
+            return dnnlib.EasyDict(copied)
 
         def __reduce__(self):
-            fields = list(super().__reduce__())
-            fields += [None] * max(3 - len(fields), 0)
-            if fields[0] is not _reconstruct_persistent_obj:
-                meta = dict(type='class', version=_version, module_src=self._orig_module_src,
-                            class_name=self._orig_class_name, state=fields[2])
-                fields[0] = _reconstruct_persistent_obj  # the callable official pickles name
-                fields[1] = (meta,)                      # its single argument
-                fields[2] = None                         # the state travels inside meta
-            return tuple(fields)
+            func, args, *extra = super().__reduce__()
+            state, rest = (extra[0], extra[1:]) if extra else (None, [])
+            if func is _reconstruct_persistent_obj:
+                return (func, args, state, *rest)
+            meta = dict(type='class', version=_FORMAT_VERSION, module_src=self._orig_module_src,
+                        class_name=self._orig_class_name, state=state)
+            return (_reconstruct_persistent_obj, (meta,), None, *rest)
 
-    Decorator.__name__ = orig_class.__name__
-    Decorator.__qualname__ = orig_class.__qualname__
-    Decorator.__module__ = orig_class.__module__  # so reprs and tracebacks name the defining module
-    Decorator.__doc__ = orig_class.__doc__
-    _decorators.add(Decorator)
-    return Decorator
+    for attr in ('__name__', '__qualname__', '__module__', '__doc__'):
+        setattr(Persistent, attr, getattr(base, attr))  # reprs and tracebacks show the original class
+    return Persistent
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+
 
 def is_persistent(obj):
-    """True if `obj` is a persistent class or an instance of one."""
+    """Whether `obj` is a persistent class or an instance of one."""
     try:
-        if obj in _decorators:
-            return True
-    except TypeError:
-        pass  # unhashable objects are never persistent classes
-    return type(obj) in _decorators  # pylint: disable=unidiomatic-typecheck
+        is_class = obj in _persistent_classes
+    except TypeError:  # unhashable objects cannot be classes
+        is_class = False
+    return is_class or type(obj) in _persistent_classes
 
-#----------------------------------------------------------------------------
 
 def import_hook(hook):
-    """Register `hook(meta) -> meta`, called on the meta of every persistent object
-    before it is reconstructed. Hooks may rewrite `meta.module_src`, `meta.class_name`
-    or `meta.state`, e.g. to patch pickles written by older code. `meta` is an
-    EasyDict with the fields `type`, `version`, `module_src`, `class_name`, `state`.
+    """Register `hook(meta) -> meta`, applied to every persistent object's meta before it is rebuilt.
+
+    `meta` is an EasyDict (type, version, module_src, class_name, state; state is an EasyDict too when it
+    is a dict), so a hook can patch the source, the class name or the state of old pickles.
     """
-    assert callable(hook)
+    if not callable(hook):
+        raise TypeError('an import hook must be callable')
     _import_hooks.append(hook)
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+
 
 def _reconstruct_persistent_obj(meta):
-    """Rebuild a persistent object from its pickled meta. Called by unpickling."""
-    meta = dnnlib.EasyDict(meta)
+    """Unpickling entry point named inside every persistent pickle: rebuild the object described by `meta`."""
+    meta = dnnlib.EasyDict(**meta)
     if isinstance(meta.state, dict):
-        meta.state = dnnlib.EasyDict(meta.state)  # hooks may then edit it by attribute
-    for hook in _import_hooks:
-        meta = hook(meta)
-        if meta is None:
+        meta.state = dnnlib.EasyDict(**meta.state)  # hooks may then edit it by attribute
+    for hook in list(_import_hooks):
+        patched = hook(meta)
+        if patched is None:
             raise AssertionError(f'persistence import hook {hook!r} returned None instead of meta')
+        meta = patched
 
-    if meta.version != _version:
+    if meta.version != _FORMAT_VERSION:
         raise dnnlib.util.UserError(f'unsupported persistent pickle format version {meta.version!r} '
-                                    f'(this code reads version {_version})')
+                                    f'(this code reads version {_FORMAT_VERSION})')
     if meta.type != 'class':
-        raise dnnlib.util.UserError(f'unsupported persistent object type {meta.type!r} (expected \'class\')')
-
-    module = _src_to_module(meta.module_src)
-    if meta.class_name not in module.__dict__:
+        raise dnnlib.util.UserError(f"unsupported persistent object type {meta.type!r} (expected 'class')")
+    namespace = vars(_src_to_module(meta.module_src))
+    if meta.class_name not in namespace:
         raise dnnlib.util.UserError(f'pickled module source does not define class {meta.class_name!r}')
-    decorator_class = persistent_class(module.__dict__[meta.class_name])
-    obj = decorator_class.__new__(decorator_class)
-    setstate = getattr(obj, '__setstate__', None)
-    if callable(setstate):
-        setstate(meta.state)  # nn.Module and friends restore themselves
-    else:
-        obj.__dict__.update(meta.state)
-    return obj
 
-#----------------------------------------------------------------------------
+    cls = persistent_class(namespace[meta.class_name])
+    instance = cls.__new__(cls)
+    restore = getattr(instance, '__setstate__', None)
+    if callable(restore):
+        restore(meta.state)  # nn.Module and similar classes restore their own state
+    else:
+        vars(instance).update(meta.state)
+    return instance
+
+# ----------------------------------------------------------------------------
+
 
 def _module_to_src(module):
-    """Source string of a module, cached so that one module always yields one string."""
-    src = _module_to_src_dict.get(module, None)
-    if src is None:
-        src = inspect.getsource(module)
-        _module_to_src_dict[module] = src
-        _src_to_module_dict[src] = module  # so loading a pickle of a live module reuses its classes
-    return src
+    """Source text of `module`, read once so that one module always maps to one exact string."""
+    if module not in _source_by_module:
+        text = inspect.getsource(module)
+        _source_by_module[module] = text
+        _module_by_source[text] = module  # pickles of live code reuse the live classes (latest import wins)
+    return _source_by_module[module]
+
 
 def _src_to_module(src):
-    """Module object for a source string; each distinct source is executed only once."""
-    module = _src_to_module_dict.get(src, None)
-    if module is None:
-        module_name = '_imported_module_' + hashlib.sha256(src.encode('utf-8')).hexdigest()
-        module = types.ModuleType(module_name)
-        sys.modules[module_name] = module
-        # Register before exec: the decorators inside the source ask for the module's source.
-        _module_to_src_dict[module] = src
-        _src_to_module_dict[src] = module
-        exec(src, module.__dict__)  # pylint: disable=exec-used
-    return module
+    """The module made from source text `src`, executing the text the first time it is seen."""
+    if src in _module_by_source:
+        return _module_by_source[src]
+    name = '_imported_module_' + hashlib.sha256(src.encode('utf-8')).hexdigest()
+    fresh = types.ModuleType(name)
+    # Register before executing: the decorators in the text ask for this module's source.
+    sys.modules[name] = fresh
+    _source_by_module[fresh] = src
+    _module_by_source[src] = fresh
+    exec(compile(src, name, 'exec'), vars(fresh))  # pylint: disable=exec-used
+    return fresh
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+
+_KNOWN_PICKLEABLE = {'numpy.ndarray', 'torch.Tensor'}  # and their subclasses (Parameter, fake/meta tensors)
+
+
+def _known_pickleable(value):
+    return any(f'{cls.__module__}.{cls.__qualname__}' in _KNOWN_PICKLEABLE for cls in type(value).__mro__)
+
 
 def _check_pickleable(obj):
-    """Raise if `obj` cannot be pickled. Leaves known to pickle (tensors, arrays,
-    primitives, persistent objects) are skipped so the check stays cheap."""
-    def strip(obj):
-        if isinstance(obj, (list, tuple, set)):
-            return [strip(x) for x in obj]
-        if isinstance(obj, dict):
-            return [[strip(k), strip(v)] for k, v in obj.items()]
-        if obj is None or isinstance(obj, (str, int, float, bool, bytes, bytearray)):
-            return None
-        if f'{type(obj).__module__}.{type(obj).__name__}' in ('numpy.ndarray', 'torch.Tensor', 'torch.nn.parameter.Parameter'):
-            return None
-        if is_persistent(obj):
-            return None  # its own constructor already ran this check
-        return obj
-    with io.BytesIO() as f:
-        pickle.dump(strip(obj), f)
+    """Raise the pickling error now if `obj` could not be pickled later.
 
-#----------------------------------------------------------------------------
+    Values certain to pickle (primitives, arrays, tensors, persistent objects) are replaced by None
+    before the trial dump, which keeps the check cheap for large networks.
+    """
+    def prune(value):
+        if isinstance(value, dict):
+            return [(prune(k), prune(v)) for k, v in value.items()]
+        if isinstance(value, (list, tuple, set)):
+            return [prune(item) for item in value]
+        if value is None or isinstance(value, (str, bytes, bytearray, bool, int, float)):
+            return None
+        if _known_pickleable(value) or is_persistent(value):
+            return None
+        return value
+    pickle.dump(prune(obj), io.BytesIO())

@@ -1,178 +1,153 @@
-"""Statistics reported from anywhere in training code and collected across processes.
+"""Named statistics reported from anywhere in the training code, summarised per interval over all ranks.
 
-`report(name, value)` may be called at any point (losses, augment probability, timings); each call
-adds the count, sum and sum of squares of the reported elements to a per-name float64 counter.
-A `Collector` turns the counters into num / mean / std over the interval since its last update(),
-summed over all ranks when torch.distributed is initialised (see `init_multiprocessing`).
-
-Every rank must report the same set of names and call `Collector.update()` together, because the
-update is a collective operation; `report0()` helps with values that exist on rank 0 only.
+Any code may call `report('Loss/G/loss', tensor)`; every element reported under a name adds to three float64
+running sums: how many elements, their sum and their sum of squares. A `Collector` turns the growth of these
+sums between two of its `update()` calls into num / mean / std. With torch.distributed running (after
+`init_multiprocessing`), `update()` adds up the sums of all ranks, so every rank must call it at the same
+time and must have reported the same names; `report0` lets other ranks register a name that only rank 0 has
+a value for.
 """
 
+import math
 import re
 
-import numpy as np
 import torch
 
 import dnnlib
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
-_num_moments = 3                # [count, sum, sum of squares]
-_counter_dtype = torch.float64  # exact counts and stable sums over long runs
-_rank = 0
-_sync_device = None             # device for the all-reduce; None = no cross-process reduction
-_sync_called = False            # init_multiprocessing() must come before the first sync
-_counters = dict()              # name -> device -> moments accumulated since the last sync
-_cumulative = dict()            # name -> moments summed over all ranks since the start
+_SUMS = 3                # elements, sum, sum of squares
+_SUM_DTYPE = torch.float64  # counts stay exact and long sums stay accurate
 
-#----------------------------------------------------------------------------
+_config = dnnlib.EasyDict(rank=0, sync_device=None, synced=False)
+_unsynced = {}  # name -> {device: sums reported there since the last sync}
+_totals = {}    # name -> sums over all ranks since the start of the process (CPU)
+
+# ----------------------------------------------------------------------------
+
 
 def init_multiprocessing(rank, sync_device):
-    """Declare this process's rank and the device used to all-reduce statistics.
+    """Tell the module this process's rank and the device on which statistics are all-reduced.
 
-    Call once, before the first Collector.update(). `sync_device` is the device whose tensors the
-    process group's backend reduces (e.g. torch.device('cuda', rank) for NCCL, torch.device('cpu')
-    for gloo); None disables cross-process reduction (single process).
+    Must happen before any Collector.update(). `sync_device` is a device the process group's backend can
+    reduce on (the rank's CUDA device for NCCL, the CPU for gloo); None keeps every process on its own.
     """
-    global _rank, _sync_device
-    assert not _sync_called
-    _rank = rank
-    _sync_device = sync_device
+    if _config.synced:
+        raise AssertionError('training_stats.init_multiprocessing() must come before the first Collector.update()')
+    _config.rank = rank
+    _config.sync_device = sync_device
 
-#----------------------------------------------------------------------------
 
 def report(name, value):
-    """Add the elements of `value` (scalar, sequence or tensor of any shape) to statistic `name`;
-    return `value` unchanged so calls can wrap expressions. Empty values only register the name."""
-    if name not in _counters:
-        _counters[name] = dict()
-
-    elems = torch.as_tensor(value)
-    if elems.numel() == 0:
+    """Add every element of `value` (number, sequence or tensor) to the statistic `name` and return `value`
+    unchanged, so the call can wrap an expression. An empty value only makes the name known."""
+    per_device = _unsynced.setdefault(name, {})
+    flat = torch.as_tensor(value).detach().reshape(-1)
+    if flat.numel() == 0:
         return value
-
-    elems = elems.detach().flatten().to(_counter_dtype)
-    moments = torch.stack([
-        torch.ones_like(elems).sum(),
-        elems.sum(),
-        elems.square().sum(),
-    ])
-    assert moments.ndim == 1 and moments.shape[0] == _num_moments
-    device = moments.device
-    if device not in _counters[name]:
-        _counters[name][device] = torch.zeros_like(moments)
-    _counters[name][device].add_(moments)
+    flat = flat.to(_SUM_DTYPE)
+    sums = torch.stack([flat.new_tensor(flat.numel()), flat.sum(), torch.dot(flat, flat)])
+    if flat.device in per_device:
+        per_device[flat.device] += sums
+    else:
+        per_device[flat.device] = sums
     return value
+
 
 def report0(name, value):
-    """Like report(), but only rank 0's value counts; other ranks just register the name."""
-    report(name, value if _rank == 0 else [])
+    """report() that counts the value on rank 0 only; elsewhere the name is merely registered."""
+    report(name, value if _config.rank == 0 else [])
     return value
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
+
+
+def _sync(names):
+    """Fold the unsynced sums of `names` into the process totals (adding up all ranks when distributed);
+    returns [(name, totals tensor)]."""
+    if not names:
+        return []
+    _config.synced = True
+    device = torch.device('cpu') if _config.sync_device is None else _config.sync_device
+    fresh = torch.zeros([len(names), _SUMS], dtype=_SUM_DTYPE, device=device)
+    for row, name in enumerate(names):
+        for sums in _unsynced[name].values():
+            fresh[row] += sums.to(device)
+            sums.zero_()
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if _config.sync_device is not None and distributed:
+        torch.distributed.all_reduce(fresh)
+    fresh = fresh.cpu()
+    result = []
+    for row, name in enumerate(names):
+        totals = _totals.setdefault(name, torch.zeros([_SUMS], dtype=_SUM_DTYPE))
+        totals += fresh[row]
+        result.append((name, totals))
+    return result
+
 
 class Collector:
-    """num / mean / std of reported statistics over the interval between update() calls.
+    """num / mean / std of the reported statistics over the interval between two update() calls.
 
-    Args:
-        regex:          only names that fully match this regular expression are collected.
-        keep_previous:  keep the last values of statistics not reported in the latest interval
-                        (otherwise they read as num=0, mean=nan).
+    regex:          collect only names that fully match it.
+    keep_previous:  a name that received nothing in the last interval keeps its previous values;
+                    with False it reads num=0, mean=std=nan.
     """
 
     def __init__(self, regex='.*', keep_previous=True):
-        self._regex = re.compile(regex)
+        self._pattern = re.compile(regex)
         self._keep_previous = keep_previous
-        self._cumulative = dict()
-        self._moments = dict()
-        self.update()           # start the first interval now: earlier reports do not count
-        self._moments.clear()
+        self._seen = {}       # name -> totals at the previous update()
+        self._interval = {}   # name -> sums reported during the last interval
+        self.update()         # reports made before the collector existed do not count
+        self._interval = {}
 
     def names(self):
-        """Names of all reported statistics that match the regex (sorted, identical on every rank)."""
-        return [name for name in sorted(_counters) if self._regex.fullmatch(name)]
+        """Sorted names of reported statistics that match the regex (the same on every rank)."""
+        return [name for name in sorted(_unsynced) if self._pattern.fullmatch(name)]
 
     def update(self):
-        """Close the current interval: gather (and, across ranks, all-reduce) what was reported since
-        the previous update(). Collective when multiprocessing is initialised: call on every rank."""
+        """End the current interval. Collective when distributed: every rank has to call it."""
         if not self._keep_previous:
-            self._moments.clear()
-        for name, cumulative in _sync(self.names()):
-            if name not in self._cumulative:
-                self._cumulative[name] = torch.zeros_like(cumulative)
-            delta = cumulative - self._cumulative[name]
-            self._cumulative[name].copy_(cumulative)
-            if float(delta[0]) != 0:
-                self._moments[name] = delta
+            self._interval = {}
+        for name, totals in _sync(self.names()):
+            before = self._seen.get(name)
+            grown = totals.clone() if before is None else totals - before
+            self._seen[name] = totals.clone()
+            if grown[0] != 0:
+                self._interval[name] = grown
 
-    def _get_delta(self, name):
-        assert self._regex.fullmatch(name)
-        if name not in self._moments:
-            self._moments[name] = torch.zeros([_num_moments], dtype=_counter_dtype)
-        return self._moments[name]
+    def _sums(self, name):
+        if not self._pattern.fullmatch(name):
+            raise AssertionError(f"statistic '{name}' is outside this collector's regex {self._pattern.pattern!r}")
+        sums = self._interval.get(name)
+        return (0.0, 0.0, 0.0) if sums is None else tuple(sums.tolist())
 
     def num(self, name):
-        """Number of scalars reported under `name` in the last interval (all ranks)."""
-        return int(self._get_delta(name)[0])
+        """How many scalars were reported under `name` in the last interval, over all ranks."""
+        return int(self._sums(name)[0])
 
     def mean(self, name):
-        """Mean of those scalars, nan if there were none."""
-        delta = self._get_delta(name)
-        if int(delta[0]) == 0:
-            return float('nan')
-        return float(delta[1] / delta[0])
+        """Their mean; nan when there were none."""
+        count, total, _squares = self._sums(name)
+        return total / count if count else float('nan')
 
     def std(self, name):
-        """Population standard deviation (ddof=0) of those scalars, nan if there were none."""
-        delta = self._get_delta(name)
-        if int(delta[0]) == 0 or not np.isfinite(float(delta[1])):
+        """Their population standard deviation (divisor N); nan when there were none or they were not finite."""
+        count, total, squares = self._sums(name)
+        if count == 0 or not math.isfinite(total):
             return float('nan')
-        if int(delta[0]) == 1:
+        if count == 1:
             return 0.0
-        mean = float(delta[1] / delta[0])
-        raw_var = float(delta[2] / delta[0])
-        return float(np.sqrt(max(raw_var - mean ** 2, 0)))  # rounding can push a tiny variance below 0
+        average = total / count
+        return math.sqrt(max(squares / count - average * average, 0.0))  # rounding can dip just below 0
 
     def as_dict(self):
-        """{name: EasyDict(num, mean, std)} for every collected name; convenient for stats.jsonl."""
-        stats = dnnlib.EasyDict()
-        for name in self.names():
-            stats[name] = dnnlib.EasyDict(num=self.num(name), mean=self.mean(name), std=self.std(name))
-        return stats
+        """EasyDict name -> EasyDict(num, mean, std) for every collected name (the stats.jsonl record)."""
+        return dnnlib.EasyDict({name: dnnlib.EasyDict(num=self.num(name), mean=self.mean(name), std=self.std(name))
+                                for name in self.names()})
 
     def __getitem__(self, name):
-        """The mean of `name`: collector['Loss/G/loss']."""
+        """collector['Loss/G/loss'] is the mean."""
         return self.mean(name)
-
-#----------------------------------------------------------------------------
-
-def _sync(names):
-    """Move the per-device counters of `names` into the cumulative totals (all-reduced across ranks)
-    and return [(name, cumulative moments)]."""
-    global _sync_called
-    if len(names) == 0:
-        return []
-    _sync_called = True
-
-    device = _sync_device if _sync_device is not None else torch.device('cpu')
-    deltas = []
-    for name in names:
-        delta = torch.zeros([_num_moments], dtype=_counter_dtype, device=device)
-        for counter in _counters[name].values():
-            delta.add_(counter.to(device))
-            counter.zero_()
-        deltas.append(delta)
-    deltas = torch.stack(deltas)
-
-    if _sync_device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(deltas)
-
-    deltas = deltas.cpu()
-    for idx, name in enumerate(names):
-        if name not in _cumulative:
-            _cumulative[name] = torch.zeros_like(deltas[idx])
-        _cumulative[name].add_(deltas[idx])
-    return [(name, _cumulative[name]) for name in names]
-
-#----------------------------------------------------------------------------
