@@ -199,6 +199,7 @@ class ImageFolderDataset(Dataset):
     ):
         self._path = path
         self._zipfile = None
+        self._zipfile_pid = None
 
         if os.path.isdir(self._path):
             self._type = 'dir'
@@ -258,9 +259,15 @@ class ImageFolderDataset(Dataset):
         return os.path.splitext(fname)[1].lower()
 
     def _get_zipfile(self):
+        # One handle per process: a forked DataLoader worker inherits the parent's open file, and
+        # seeks and reads through a shared file offset interleave (bad CRCs at random).
         assert self._type == 'zip'
+        if self._zipfile is not None and self._zipfile_pid != os.getpid():
+            inherited, self._zipfile = self._zipfile, None
+            inherited.close() # closes only this process's copy of the descriptor
         if self._zipfile is None:
             self._zipfile = zipfile.ZipFile(self._path)
+            self._zipfile_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, fname):
