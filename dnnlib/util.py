@@ -37,7 +37,37 @@ class EasyDict(dict):
 
 
 class UserError(Exception):
-    """A mistake in the user's input. CLIs print its message as one line and exit non-zero."""
+    """Bad input or a broken environment, told in one line: the CLIs print `str(err)` and exit non-zero.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process as `UserError("Caught UserError
+    in DataLoader worker process N.\nOriginal Traceback ...")`. The constructor recognises that form and
+    keeps only the original message, so the user reads the same line whichever process failed; the
+    worker's full report stays in `worker_traceback` for debugging.
+    """
+
+    def __init__(self, *args):
+        self.worker_traceback = None
+        if len(args) == 1 and isinstance(args[0], str):
+            original = _message_inside_worker_report(args[0], type(self))
+            if original is not None:
+                self.worker_traceback, args = args[0], (original,)
+        super().__init__(*args)
+
+
+_WORKER_REPORT = re.compile(r"Caught (\w+) [^\n]*\.\nOriginal Traceback")
+
+
+def _message_inside_worker_report(text: str, cls: type) -> str | None:
+    """The exception message at the end of torch's 'Caught X in ... worker' report, or None for other text."""
+    head = _WORKER_REPORT.match(text)
+    if head is None or head.group(1) != cls.__name__:
+        return None
+    # traceback names the type module-qualified, except for classes defined in __main__.
+    for type_name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+        cut = text.rfind(f"\n{type_name}: ")
+        if cut >= 0:
+            return text[cut + len(type_name) + 3:].rstrip("\n")
+    return None
 
 
 # ----------------------------------------------------------------------------

@@ -60,3 +60,60 @@ def test_workers_read_the_same_bytes_as_one_process(he_zip, context):
     assert len(seen) > 3 * len(ds)
     for i, img in seen:
         assert np.array_equal(img, single[i]), f'item {i} differs from the single-process read'
+
+
+def _first_error(ds, workers):
+    """str() of the UserError raised while reading every item, through `workers` DataLoader workers (0 = here)."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers)
+    with pytest.raises(dnnlib.util.UserError) as info:
+        for _ in loader:
+            pass
+    return str(info.value), info.value
+
+
+def _corrupt_png(png):
+    """The same PNG with its pixel data overwritten: a valid header, an undecodable body."""
+    body = png.find(b'IDAT') + 8
+    return png[:body] + bytes(255 - b for b in png[body:body + 200]) + png[body + 200:]
+
+
+def test_corrupt_member_in_a_worker_is_the_main_process_line(he_crops, tmp_path):
+    import io
+    import zipfile
+
+    import PIL.Image
+    crops = he_crops(32, 6, seed=2)
+    pngs = []
+    for c in crops:
+        buf = io.BytesIO()
+        PIL.Image.fromarray(c).save(buf, format='PNG')
+        pngs.append(buf.getvalue())
+    pngs[3] = _corrupt_png(pngs[3]) # stored with a matching CRC: only decoding can find it
+    path = tmp_path / 'corrupt.zip'
+    with zipfile.ZipFile(path, 'w') as z:
+        for i, png in enumerate(pngs):
+            z.writestr(f'img{i}.png', png)
+    ds = ImageFolderDataset(str(path))
+    here, _ = _first_error(ds, workers=0)
+    there, err = _first_error(ds, workers=2)
+    assert here.startswith('Unreadable image file: img3.png (') and '\n' not in here
+    assert there == here
+    assert 'Caught UserError in DataLoader worker process' in err.worker_traceback
+
+
+def test_vanished_folder_file_in_a_worker_is_the_main_process_line(he_crops, tmp_path):
+    import PIL.Image
+    for i, c in enumerate(he_crops(16, 6, seed=3)):
+        PIL.Image.fromarray(c).save(tmp_path / f'p{i}.png')
+    ds = ImageFolderDataset(str(tmp_path))
+    os.remove(tmp_path / 'p4.png') # deleted after the dataset was indexed
+    here, _ = _first_error(ds, workers=0)
+    there, _ = _first_error(ds, workers=2)
+    assert here.startswith('Unreadable image file: p4.png (FileNotFoundError') and '\n' not in here
+    assert there == here
+
+
+def test_worker_report_of_another_type_is_left_alone():
+    report = 'Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\nValueError: x'
+    assert str(dnnlib.util.UserError(report)) == report
+    assert str(pickle.loads(pickle.dumps(dnnlib.util.UserError('one line')))) == 'one line'
