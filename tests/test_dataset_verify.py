@@ -49,3 +49,13 @@ def test_not_a_zip_and_folder(tmp_path):
     with pytest.raises(dnnlib.util.UserError, match='Dataset not found'):
         verify_zip(str(tmp_path / 'missing.zip'))
     assert verify_zip(str(tmp_path)) == 0 # folders carry no checksums
+
+
+def test_corrupt_small_member_at_construction_is_one_line(he_crops, tmp_path):
+    from training.dataset import ImageFolderDataset
+    path = write_dataset_zip(tmp_path / 'he.zip', he_crops(16, 4, seed=6))
+    _flip_member_byte(path, '00000/img00000002.png')
+    # A small member is read whole by the header check, which meets the bad CRC there.
+    with pytest.raises(dnnlib.util.UserError) as info:
+        ImageFolderDataset(path)
+    assert str(info.value) == "Unreadable image file: 00000/img00000002.png (BadZipFile: Bad CRC-32 for file '00000/img00000002.png')"

@@ -117,3 +117,15 @@ def test_worker_report_of_another_type_is_left_alone():
     report = 'Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\nValueError: x'
     assert str(dnnlib.util.UserError(report)) == report
     assert str(pickle.loads(pickle.dumps(dnnlib.util.UserError('one line')))) == 'one line'
+
+
+def test_handle_belongs_to_the_process_that_opened_it(he_zip, monkeypatch):
+    path, crops = he_zip
+    ds = ImageFolderDataset(path)
+    parents = ds._files._get()
+    clone = pickle.loads(pickle.dumps(ds)) # what a spawned worker receives
+    assert clone._files._archive is None
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, 'getpid', lambda: real_pid + 1) # as seen by a forked child
+    assert np.array_equal(ds[7][0], crops[7].transpose(2, 0, 1))
+    assert ds._files._archive is not parents and parents.fp is None # the inherited copy is closed
