@@ -105,3 +105,43 @@ def test_atomic_write_output_gets_umask_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (os.stat(tmp_path / "out.bin").st_mode & 0o777) == 0o644
+
+
+def test_easydict_copies_and_pickles():
+    import copy
+    import pickle
+    d = dnnlib.EasyDict(a=dnnlib.EasyDict(b=[1, 2]))
+    for clone in (copy.deepcopy(d), pickle.loads(pickle.dumps(d))):
+        assert type(clone) is dnnlib.EasyDict and clone.a.b == [1, 2] and clone.a.b is not d.a.b
+    with pytest.raises(AttributeError):
+        del d.missing
+
+
+def test_missing_dependency_inside_a_module_is_not_hidden(tmp_path, monkeypatch):
+    (tmp_path / "needs_missing.py").write_text("import histosynth_no_such_dependency\nX = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="histosynth_no_such_dependency"):
+        util.get_obj_by_name("needs_missing.X")
+    with pytest.raises(util.UserError, match="Cannot find a module"):
+        util.get_obj_by_name("histosynth_no_such_package.X")
+    with pytest.raises(util.UserError, match="is not callable"):
+        util.call_func_by_name(func_name="math.pi")
+
+
+def test_is_url():
+    assert util.is_url("https://example.org/a.pkl") and util.is_url("http://host.example/x")
+    assert not util.is_url("https://localhost/x")  # no dot in the host: not treated as a download
+    assert not util.is_url("/data/a.pkl") and not util.is_url(None)
+    assert not util.is_url("file:///data/a.pkl") and util.is_url("file:///data/a.pkl", allow_file_urls=True)
+
+
+def test_logger_as_context_hands_streams_back(tmp_path, monkeypatch):
+    fake_out, fake_err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", fake_out)
+    monkeypatch.setattr(sys, "stderr", fake_err)
+    with util.Logger(str(tmp_path / "log.txt"), file_mode="w") as logger:
+        assert sys.stdout is logger and sys.stderr is logger
+        sys.stderr.write(b"bytes from stderr\n")
+        sys.stdout.write("")
+    assert sys.stdout is fake_out and sys.stderr is fake_err
+    assert (tmp_path / "log.txt").read_text() == "bytes from stderr\n" == fake_out.getvalue()
