@@ -66,7 +66,7 @@ def verify_zip(path):
     import tqdm
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in tqdm.tqdm(archive.infolist(), desc=f'Verifying {os.path.basename(path)}', unit='file', leave=False):
+            for info in tqdm.tqdm(archive.infolist(), desc=f'Verifying {os.path.basename(path)}', unit='file', leave=False, delay=1):
                 with archive.open(info) as member:
                     while member.read(1 << 20):
                         pass

@@ -296,9 +296,10 @@ def broadcast_from_rank0(modules):
 
 def build_optimizers(loss, nets, opt_kwargs):
     """One optimiser per network that some phase of the loss trains, built from the (loss-adjusted) preset settings."""
+    adjust = getattr(loss, 'optimizer_kwargs', lambda _module, settings: settings)  # optional part of the contract
     optimizers = {}
     for name in dict.fromkeys(phase.module for phase in loss.phases):
-        settings = loss.optimizer_kwargs(name, dnnlib.EasyDict(opt_kwargs[name]))
+        settings = adjust(name, dnnlib.EasyDict(opt_kwargs[name]))
         optimizers[name] = dnnlib.util.construct_class_by_name(nets[name].parameters(), **settings)
     return optimizers
 
@@ -480,7 +481,7 @@ def save_snapshot(run, tag, train_rng):
         data_position=run.data_position, num_gpus=run.num_gpus, batch_size=run.batch_size, random_seed=run.random_seed,
         optimizers={name: opt.state_dict() for name, opt in run.optimizers.items()},
         augment_p=float(run.augment_pipe.p.cpu()) if run.augment_pipe is not None else None,
-        loss=run.loss.state_dict(), rng=gather_from_ranks(train_rng, run.num_gpus))
+        loss=run.loss.state_dict() if hasattr(run.loss, 'state_dict') else {}, rng=gather_from_ranks(train_rng, run.num_gpus))
     pkl_path = os.path.join(run.run_dir, f'network-snapshot-{tag}.pkl')
     if run.rank == 0:
         # The state goes first: a pickle whose state file exists is always a complete snapshot.
@@ -576,6 +577,8 @@ def setup(run):
     if run.num_gpus > 1:
         broadcast_from_rank0([run.G, run.D, run.G_ema, run.augment_pipe])
     run.loss = dnnlib.util.construct_class_by_name(device=run.device, G=run.G, D=run.D, augment_pipe=run.augment_pipe, **run.loss_kwargs)
+    if run.ada is not None and not hasattr(run.loss, 'real_sign_stats'):
+        raise dnnlib.util.UserError(f'{run.loss_kwargs["class_name"]} keeps no real_sign_stats, which ADA needs; use --aug=noaug or --aug=fixed')
     run.optimizers = build_optimizers(run.loss, run.nets, dict(G=run.G_opt_kwargs, D=run.D_opt_kwargs))
     run.schedule = dnnlib.util.construct_class_by_name(**run.schedule_kwargs, img_resolution=run.training_set.resolution)
     restore_counters(run, state)
@@ -594,7 +597,8 @@ def restore_counters(run, state):
         run.cur_nimg, run.cur_tick, run.batch_idx = state['cur_nimg'], state['cur_tick'], state['batch_idx']
         for name, opt_state in state['optimizers'].items():
             run.optimizers[name].load_state_dict(opt_state)
-        run.loss.load_state_dict(state['loss'])
+        if hasattr(run.loss, 'load_state_dict'):
+            run.loss.load_state_dict(state['loss'])
         run.last_snapshot_pkl = run.resume_pkl
 
 
