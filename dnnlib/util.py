@@ -1,6 +1,7 @@
 """Miscellaneous utilities shared by the libraries and the command-line tools."""
 
 import contextlib
+import errno
 import hashlib
 import importlib
 import io
@@ -37,7 +38,37 @@ class EasyDict(dict):
 
 
 class UserError(Exception):
-    """A mistake in the user's input. CLIs print its message as one line and exit non-zero."""
+    """Bad input or a broken environment, told in one line: the CLIs print `str(err)` and exit non-zero.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process as `UserError("Caught UserError
+    in DataLoader worker process N.\nOriginal Traceback ...")`. The constructor recognises that form and
+    keeps only the original message, so the user reads the same line whichever process failed; the
+    worker's full report stays in `worker_traceback` for debugging.
+    """
+
+    def __init__(self, *args):
+        self.worker_traceback = None
+        if len(args) == 1 and isinstance(args[0], str):
+            original = _message_inside_worker_report(args[0], type(self))
+            if original is not None:
+                self.worker_traceback, args = args[0], (original,)
+        super().__init__(*args)
+
+
+_WORKER_REPORT = re.compile(r"Caught (\w+) [^\n]*\.\nOriginal Traceback")
+
+
+def _message_inside_worker_report(text: str, cls: type) -> str | None:
+    """The exception message at the end of torch's 'Caught X in ... worker' report, or None for other text."""
+    head = _WORKER_REPORT.match(text)
+    if head is None or head.group(1) != cls.__name__:
+        return None
+    # traceback names the type module-qualified, except for classes defined in __main__.
+    for type_name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+        cut = text.rfind(f"\n{type_name}: ")
+        if cut >= 0:
+            return text[cut + len(type_name) + 3:].rstrip("\n")
+    return None
 
 
 # ----------------------------------------------------------------------------
@@ -130,25 +161,82 @@ def make_readable(path: str) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
-@contextlib.contextmanager
-def atomic_write(path: str):
-    """Yield a temporary path beside `path`; rename it to `path` on success, delete it on error.
+# Errors that mean "no room at the destination": a full disk, a full quota, the file-size limit.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
-    Readers never see a half-written file, and a failed run leaves nothing behind.
+
+@contextlib.contextmanager
+def atomic_write(path: str, folder: bool = False):
+    """Give the caller a temporary path beside `path` and rename it to `path` once the block succeeds.
+
+    Readers never see a half-written file. On any error, including one raised while the caller's
+    writer flushes or closes, the temporary file is deleted before the error propagates. When the
+    failure comes from lack of room at the destination it becomes one UserError naming `path`,
+    whichever library wrote (torch.save says only 'unexpected pos'). `folder=True` yields a
+    temporary folder instead, which replaces whatever is at `path` on success.
     """
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
+    target = os.path.abspath(path)
+    try:
+        tmp = _temporary_beside(target, folder)
+    except OSError as err:
+        raise (_no_room_error(target, err.errno) if err.errno in _NO_ROOM else err) from err
     try:
         yield tmp
         make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        if folder and os.path.lexists(target):
+            _remove_path(target)
+        os.replace(tmp, target)
+    except BaseException as err:
+        code = None
+        if isinstance(err, Exception) and not isinstance(err, UserError):
+            code = _no_room_code(err, tmp)
+        _remove_path(tmp)
+        if code is not None:
+            raise _no_room_error(target, code) from err
         raise
+
+
+def _temporary_beside(target: str, folder: bool) -> str:
+    """A new, private temporary file or folder in target's folder (same file system: renames are atomic)."""
+    parent, base = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    if folder:
+        return tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    handle, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    os.close(handle)
+    return tmp
+
+
+def _remove_path(path: str) -> None:
+    with contextlib.suppress(OSError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def _no_room_code(err: BaseException, tmp: str) -> int | None:
+    """errno of a no-room failure behind `err`, or None when the destination still takes more data."""
+    seen = err
+    while seen is not None:  # The OSError itself, or one that another library wrapped.
+        if isinstance(seen, OSError) and seen.errno in _NO_ROOM:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    # Libraries that lose the errno (torch.save, safetensors): try to add 1 MiB where the data went.
+    probe = os.path.join(tmp, ".room-probe") if os.path.isdir(tmp) else tmp
+    try:
+        with open(probe, "ab", buffering=0) as f:
+            left = memoryview(bytes(1 << 20))
+            while len(left) > 0:  # A write that reaches the size limit is cut short without an error.
+                left = left[f.write(left):]
+    except OSError as probe_err:
+        return probe_err.errno if probe_err.errno in _NO_ROOM else None
+    return None
+
+
+def _no_room_error(target: str, code: int) -> UserError:
+    return UserError(f"Cannot write {target}: {os.strerror(code)} (errno {code}); "
+                     f"make room there (disk space, quota or file-size limit) or write elsewhere")
 
 
 # ----------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""Training datasets: a folder or zip of square images with optional labels and per-patch metadata.
+"""Training images: a folder or zip of square PNGs (the StyleGAN2-ADA dataset layout) read as uint8 CHW arrays.
 
-Same interface as the official StyleGAN2-ADA `training.dataset` (uint8 CHW images, float32 labels,
-x-flip doubling, a fixed-seed subset), plus one check of every image header at construction so
-that a bad dataset fails with one line naming the file, and the histology metadata sidecar.
+`ImageFolderDataset` speaks the interface the training loop and the metrics expect of the official
+`training.dataset` (constructor keywords, `dataset[i] -> (image, label)`, shape and label properties,
+a fixed-seed `max_size` subset, x-flip doubling). HistoSynth adds:
+
+- every image header is checked when the dataset is built, so a wrong file fails at once, in one line;
+- each process opens the zip itself: DataLoader workers never share the parent's file offset;
+- `metadata.json` inside the dataset traces each patch back to its slide (`get_metadata`);
+- `verify_zip` reads every member once against its CRC-32 before a long run starts;
+- `ResumableSampler` makes the data order a function of (seed, position), so a resumed run continues
+  exactly where the interrupted one stopped.
 """
 
 import io
@@ -10,339 +17,401 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import PIL.Image
 import torch
+from tqdm import tqdm
 
 import dnnlib
+from dnnlib.util import UserError
 
 try:
-    import pyspng
+    import pyspng  # Decodes PNG several times faster than PIL; optional.
 except ImportError:
     pyspng = None
 
 #----------------------------------------------------------------------------
+# Where image bytes come from: a folder or a zip. One small class each, same three methods.
 
-class Dataset(torch.utils.data.Dataset):
-    """Base class: index bookkeeping (subset, x-flip), labels and details.
+class _FolderFiles:
+    """Files under a folder, named by their '/'-separated path relative to it."""
 
-    Subclasses provide `_load_raw_image(raw_idx)` -> uint8 CHW and `_load_raw_labels()` -> array or None.
-    """
+    def __init__(self, root):
+        self.root = root
 
-    def __init__(self,
-        name,                   # Name of the dataset.
-        raw_shape,              # Shape of the raw image data (NCHW).
-        max_size    = None,     # Artificially limit the size of the dataset. None = no limit. Applied before xflip.
-        use_labels  = False,    # Enable conditioning labels? False = label dimension is zero.
-        xflip       = False,    # Artificially double the size of the dataset via x-flips. Applied after max_size.
-        random_seed = 0,        # Random seed to use when applying max_size.
-    ):
-        self._name = name
-        self._raw_shape = list(raw_shape)
-        self._use_labels = use_labels
-        self._raw_labels = None
-        self._label_shape = None
+    def names(self):
+        found = set()
+        for folder, _subdirs, files in os.walk(self.root):
+            rel = os.path.relpath(folder, self.root)
+            for fname in files:
+                found.add(fname if rel == '.' else f'{rel}/{fname}'.replace(os.sep, '/'))
+        return found
 
-        # A subset is a fixed-seed random choice, kept in file order.
-        self._raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
-        if (max_size is not None) and (self._raw_idx.size > max_size):
-            np.random.RandomState(random_seed).shuffle(self._raw_idx)
-            self._raw_idx = np.sort(self._raw_idx[:max_size])
+    def open(self, name):
+        return open(os.path.join(self.root, *name.split('/')), 'rb')
 
-        # X-flip doubles the index list; the second half is mirrored.
-        self._xflip = np.zeros(self._raw_idx.size, dtype=np.uint8)
-        if xflip:
-            self._raw_idx = np.tile(self._raw_idx, 2)
-            self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
-
-    def _get_raw_labels(self):
-        if self._raw_labels is None:
-            self._raw_labels = self._load_raw_labels() if self._use_labels else None
-            if self._raw_labels is None:
-                self._raw_labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
-            assert isinstance(self._raw_labels, np.ndarray)
-            assert self._raw_labels.shape[0] == self._raw_shape[0]
-            assert self._raw_labels.dtype in [np.float32, np.int64]
-            if self._raw_labels.dtype == np.int64:
-                assert self._raw_labels.ndim == 1
-                assert np.all(self._raw_labels >= 0)
-        return self._raw_labels
-
-    def close(self): # to be overridden by subclass
+    def close(self):
         pass
 
+
+class _ZipFiles:
+    """Members of a zip, opened lazily by whichever process reads them.
+
+    A process forked from one that had the zip open inherits its file descriptor, and with it one shared
+    file offset: reads from several processes then interleave and fail their CRC check at random. So the
+    handle remembers the process that opened it, is reopened by any other, and is never pickled (spawn).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._archive = None
+        self._owner = None
+
+    def _get(self):
+        if self._archive is not None and self._owner != os.getpid():
+            self.close() # only this process's copy of the inherited descriptor
+        if self._archive is None:
+            self._archive = zipfile.ZipFile(self.path)
+            self._owner = os.getpid()
+        return self._archive
+
+    def names(self):
+        return {name for name in self._get().namelist() if not name.endswith('/')}
+
+    def open(self, name):
+        return self._get().open(name)
+
+    def close(self):
+        archive, self._archive, self._owner = self._archive, None, None
+        if archive is not None:
+            archive.close()
+
     def __getstate__(self):
-        return dict(self.__dict__, _raw_labels=None)
+        return {'path': self.path, '_archive': None, '_owner': None}
+
+#----------------------------------------------------------------------------
+
+class Dataset(torch.utils.data.Dataset):
+    """The part every dataset shares: which raw images make up the items, mirroring, and labels.
+
+    Item i shows raw image `_raw_idx[i]`, mirrored left-right when `_xflip[i]` is set. Subclasses read
+    the data: `_load_raw_image(raw_idx)` returns uint8 CHW, `_load_raw_labels()` returns int64 [N] class
+    indices, float32 [N, D] vectors or None.
+    """
+
+    def __init__(self, name, raw_shape, max_size=None, use_labels=False, xflip=False, random_seed=0):
+        self._name = name
+        self._shape = tuple(int(n) for n in raw_shape) # (images, channels, height, width)
+        self._labels_wanted = use_labels
+        self._labels_cache = None
+        self._label_shape_cache = None
+
+        # max_size keeps a fixed-seed random choice of images, in their original order.
+        kept = np.arange(self._shape[0], dtype=np.int64)
+        if max_size is not None and max_size < kept.size:
+            kept = np.sort(np.random.RandomState(random_seed).permutation(kept.size)[:max_size])
+        # xflip appends every kept image once more, mirrored.
+        copies = 2 if xflip else 1
+        self._raw_idx = np.concatenate([kept] * copies)
+        self._xflip = np.repeat(np.arange(copies, dtype=np.uint8), kept.size)
+
+    def _get_raw_labels(self):
+        """Labels of all raw images, loaded on first use: int64 [N] or float32 [N, D] (D = 0 without labels)."""
+        if self._labels_cache is None:
+            labels = self._load_raw_labels() if self._labels_wanted else None
+            if labels is None:
+                labels = np.zeros((self._shape[0], 0), np.float32)
+            if not (isinstance(labels, np.ndarray) and len(labels) == self._shape[0]):
+                raise UserError(f'{self._name}: expected {self._shape[0]} labels')
+            if labels.dtype == np.int64:
+                if labels.ndim != 1 or (labels < 0).any():
+                    raise UserError(f'{self._name}: class labels must be one non-negative integer per image')
+            elif labels.dtype != np.float32:
+                raise UserError(f'{self._name}: labels must be int64 classes or float32 vectors, got {labels.dtype}')
+            self._labels_cache = labels
+        return self._labels_cache
+
+    def _load_raw_image(self, raw_idx):
+        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_image')
+
+    def _load_raw_labels(self):
+        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_labels')
+
+    def close(self):
+        """Release open files; a subclass that holds any overrides this."""
+
+    def __getstate__(self):
+        # Workers load the labels again when they need them instead of receiving a copy.
+        state = self.__dict__.copy()
+        state['_labels_cache'] = None
+        return state
 
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception: # interpreter shutdown: modules may be gone already
             pass
 
     def __len__(self):
-        return self._raw_idx.size
+        return len(self._raw_idx)
 
     def __getitem__(self, idx):
         image = self._load_raw_image(self._raw_idx[idx])
-        assert isinstance(image, np.ndarray)
-        assert list(image.shape) == self.image_shape
-        assert image.dtype == np.uint8
         if self._xflip[idx]:
-            assert image.ndim == 3 # CHW
-            image = image[:, :, ::-1]
-        return image.copy(), self.get_label(idx)
+            image = image[..., ::-1]
+        return np.ascontiguousarray(image), self.get_label(idx)
 
     def get_label(self, idx):
-        label = self._get_raw_labels()[self._raw_idx[idx]]
-        if label.dtype == np.int64:
-            onehot = np.zeros(self.label_shape, dtype=np.float32)
-            onehot[label] = 1
-            label = onehot
-        return label.copy()
+        """float32 label of item idx: a one-hot vector for class labels, else the stored vector."""
+        raw = self._get_raw_labels()[self._raw_idx[idx]]
+        if raw.dtype != np.int64:
+            return np.array(raw, np.float32)
+        return np.eye(self.label_dim, dtype=np.float32)[raw]
 
     def get_details(self, idx):
-        d = dnnlib.EasyDict()
-        d.raw_idx = int(self._raw_idx[idx])
-        d.xflip = (int(self._xflip[idx]) != 0)
-        d.raw_label = self._get_raw_labels()[d.raw_idx].copy()
-        return d
+        raw_idx = int(self._raw_idx[idx])
+        return dnnlib.EasyDict(raw_idx=raw_idx, xflip=bool(self._xflip[idx]),
+                               raw_label=np.array(self._get_raw_labels()[raw_idx]))
 
     @property
     def name(self):
         return self._name
 
     @property
+    def raw_shape(self):
+        return [*self._shape]
+
+    @property
     def image_shape(self):
-        return list(self._raw_shape[1:])
+        return [*self._shape[1:]]
 
     @property
     def num_channels(self):
-        assert len(self.image_shape) == 3 # CHW
-        return self.image_shape[0]
+        return self._shape[1]
 
     @property
     def resolution(self):
-        assert len(self.image_shape) == 3 # CHW
-        assert self.image_shape[1] == self.image_shape[2]
-        return self.image_shape[1]
+        height, width = self._shape[2:]
+        if height != width:
+            raise UserError(f'{self._name}: images are {width}x{height}, not square')
+        return width
 
     @property
     def label_shape(self):
-        if self._label_shape is None:
-            raw_labels = self._get_raw_labels()
-            if raw_labels.dtype == np.int64:
-                self._label_shape = [int(np.max(raw_labels)) + 1]
-            else:
-                self._label_shape = list(raw_labels.shape[1:])
-        return list(self._label_shape)
+        if self._label_shape_cache is None:
+            labels = self._get_raw_labels()
+            # Class indices become one-hot vectors as long as the largest class + 1.
+            self._label_shape_cache = [int(labels.max()) + 1] if labels.dtype == np.int64 else list(labels.shape[1:])
+        return list(self._label_shape_cache)
 
     @property
     def label_dim(self):
-        assert len(self.label_shape) == 1
-        return self.label_shape[0]
+        (dim,) = self.label_shape
+        return dim
 
     @property
     def has_labels(self):
-        return any(x != 0 for x in self.label_shape)
+        return self.label_dim > 0
 
     @property
     def has_onehot_labels(self):
         return self._get_raw_labels().dtype == np.int64
 
-    @property
-    def raw_shape(self):
-        return list(self._raw_shape)
-
 #----------------------------------------------------------------------------
-# Image headers: size and channel count without decoding pixels, so every file can be checked.
+# Size and channel count of an image from its first bytes, so every file can be checked cheaply.
 
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4} # colour type -> channels (palette expands to RGB)
-_PIL_CHANNELS = {'1': 1, 'L': 1, 'I': 1, 'I;16': 1, 'F': 1, 'P': 3, 'RGB': 3, 'YCbCr': 3, 'CMYK': 4, 'LA': 2, 'PA': 2, 'RGBA': 4}
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+# IHDR colour type -> channels after decoding (a palette decodes to RGB).
+PNG_COLOUR_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+# PIL mode -> channels, for the other formats PIL reads.
+PIL_MODE_CHANNELS = {'1': 1, 'L': 1, 'I': 1, 'I;16': 1, 'F': 1, 'LA': 2, 'PA': 2, 'P': 3, 'RGB': 3,
+                     'YCbCr': 3, 'RGBA': 4, 'CMYK': 4}
 
-def _read_header(fname, f):
-    """(width, height, channels) of an image file object; raises UserError naming `fname`."""
-    head = f.read(33)
-    if head.startswith(_PNG_SIGNATURE) and len(head) >= 26 and head[12:16] == b'IHDR':
-        width, height = struct.unpack('>II', head[16:24])
-        color_type = head[25]
-        if color_type not in _PNG_CHANNELS:
-            raise dnnlib.util.UserError(f'Unreadable image file: {fname} (bad PNG colour type {color_type})')
-        return width, height, _PNG_CHANNELS[color_type]
-    try:
-        f.seek(0)
-        with PIL.Image.open(f) as img:
-            mode = img.mode
-            width, height = img.size
-            if mode == 'P' and 'transparency' in img.info:
-                mode = 'PA'
-    except Exception as err:
-        raise dnnlib.util.UserError(f'Unreadable image file: {fname} ({type(err).__name__})') from None
-    return width, height, _PIL_CHANNELS.get(mode, 3)
+def image_geometry(f):
+    """(width, height, channels) of the image in binary file `f`, reading no pixels."""
+    head = f.read(26)
+    if head[:8] == PNG_MAGIC and head[12:16] == b'IHDR' and len(head) == 26:
+        width, height = struct.unpack('>2I', head[16:24])
+        if head[25] not in PNG_COLOUR_CHANNELS:
+            raise ValueError(f'bad PNG colour type {head[25]}')
+        return width, height, PNG_COLOUR_CHANNELS[head[25]]
+    f.seek(0)
+    with PIL.Image.open(f) as img:
+        mode = 'PA' if img.mode == 'P' and 'transparency' in img.info else img.mode
+        return img.width, img.height, PIL_MODE_CHANNELS.get(mode, 3)
+
+
+def check_geometry(fname, width, height, channels):
+    """One UserError for the first rule an image breaks (colour, square, power-of-two side)."""
+    if channels in (2, 4):
+        raise UserError(f'Image has an alpha channel (RGBA/LA not supported, save as RGB): {fname}')
+    if channels not in (1, 3):
+        raise UserError(f'Image must be grayscale or RGB, got {channels} channels: {fname}')
+    if width != height:
+        raise UserError(f'Image must be square, got {width}x{height}: {fname}')
+    if width < 4 or width & (width - 1):
+        raise UserError(f'Image side must be a power of two (>= 4), got {width}: {fname}')
+
+
+def decode_image(fname, data):
+    """uint8 HWC array of an encoded image."""
+    if pyspng is not None and fname.lower().endswith('.png'):
+        pixels = pyspng.load(data)
+    else:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            pixels = np.asarray(img.convert('RGB') if img.mode == 'P' else img)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 #----------------------------------------------------------------------------
 
 class ImageFolderDataset(Dataset):
-    """All images of a folder (recursively) or a zip, sorted by path; labels from dataset.json.
+    """Every image of a folder (searched recursively) or a zip, in sorted path order.
 
-    Every image must be square, the same size, a power of two on a side, grayscale or RGB.
-    Optional `metadata.json` beside the images: {"patches": {"<fname>": {slide, level, x, y, size,
-    tissue_fraction, label}}}, returned by `get_metadata(idx)`.
+    Images must all be square, the same power-of-two size, grayscale or RGB. Labels come from
+    `dataset.json` ({"labels": [[fname, label], ...]}); per-patch provenance from `metadata.json`
+    ({"patches": {fname: {slide, level, x, y, size, tissue_fraction, label}}}).
     """
 
-    def __init__(self,
-        path,                   # Path to directory or zip.
-        resolution  = None,     # Ensure specific resolution, None = highest available.
-        **super_kwargs,         # Additional arguments for the Dataset base class.
-    ):
+    def __init__(self, path, resolution=None, **super_kwargs):
         self._path = path
-        self._zipfile = None
-
-        if os.path.isdir(self._path):
-            self._type = 'dir'
-            self._all_fnames = {os.path.relpath(os.path.join(root, fname), start=self._path).replace(os.sep, '/')
-                                for root, _dirs, files in os.walk(self._path) for fname in files}
-        elif self._file_ext(self._path) == '.zip':
-            if not os.path.isfile(self._path):
-                raise dnnlib.util.UserError(f'Dataset not found: {self._path}')
-            self._type = 'zip'
-            try:
-                self._all_fnames = set(self._get_zipfile().namelist())
-            except zipfile.BadZipFile:
-                raise dnnlib.util.UserError(f'Not a valid zip file: {self._path}') from None
-        elif not os.path.exists(self._path):
-            raise dnnlib.util.UserError(f'Dataset not found: {self._path}')
-        else:
-            raise dnnlib.util.UserError(f'Dataset must be a directory or a .zip file: {self._path}')
-
+        self._files = self._open_source(path)
+        try:
+            self._all_fnames = self._files.names()
+        except (OSError, zipfile.BadZipFile) as err:
+            raise UserError(f'Not a valid zip file: {path} ({err})') from None
         PIL.Image.init()
-        self._image_fnames = sorted(fname for fname in self._all_fnames
-                                    if self._file_ext(fname) in PIL.Image.EXTENSION and not fname.endswith('/'))
-        if len(self._image_fnames) == 0:
-            raise dnnlib.util.UserError(f'No image files found in {self._path}')
-
-        width, height, channels = self._check_headers()
-        if resolution is not None and width != resolution:
-            raise dnnlib.util.UserError(f'Images are {width}x{height}, but resolution={resolution} was asked for')
-
-        name = os.path.splitext(os.path.basename(os.path.normpath(self._path)))[0]
-        raw_shape = [len(self._image_fnames), channels, height, width]
+        self._image_fnames = sorted(n for n in self._all_fnames if os.path.splitext(n)[1].lower() in PIL.Image.EXTENSION)
+        if not self._image_fnames:
+            raise UserError(f'No image files found in {path}')
+        width, height, channels = self._check_all_images()
+        if resolution is not None and resolution != width:
+            raise UserError(f'Images are {width}x{height}, but resolution={resolution} was asked for')
         self._metadata = None
-        super().__init__(name=name, raw_shape=raw_shape, **super_kwargs)
-
-    def _check_headers(self):
-        """Read every header; one UserError for the first rule broken, naming the files involved."""
-        first = None
-        for fname in self._image_fnames:
-            with self._open_file(fname) as f:
-                width, height, channels = _read_header(fname, f)
-            if channels in (2, 4):
-                raise dnnlib.util.UserError(f'Image has an alpha channel (RGBA/LA not supported, save as RGB): {fname}')
-            if channels not in (1, 3):
-                raise dnnlib.util.UserError(f'Image must be grayscale or RGB, got {channels} channels: {fname}')
-            if width != height:
-                raise dnnlib.util.UserError(f'Image must be square, got {width}x{height}: {fname}')
-            if width < 4 or (width & (width - 1)) != 0:
-                raise dnnlib.util.UserError(f'Image side must be a power of two (>= 4), got {width}: {fname}')
-            if first is None:
-                first = (fname, width, height, channels)
-            elif (width, channels) != (first[1], first[3]):
-                raise dnnlib.util.UserError(f'Mixed image sizes or channel counts: {first[0]} is {first[1]}x{first[2]}x{first[3]}, '
-                                            f'{fname} is {width}x{height}x{channels}')
-        return first[1], first[2], first[3]
+        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        super().__init__(name=name, raw_shape=[len(self._image_fnames), channels, height, width], **super_kwargs)
 
     @staticmethod
-    def _file_ext(fname):
-        return os.path.splitext(fname)[1].lower()
+    def _open_source(path):
+        if os.path.isdir(path):
+            return _FolderFiles(path)
+        if not os.path.exists(path):
+            raise UserError(f'Dataset not found: {path}')
+        if os.path.splitext(path)[1].lower() != '.zip':
+            raise UserError(f'Dataset must be a directory or a .zip file: {path}')
+        return _ZipFiles(path)
 
-    def _get_zipfile(self):
-        assert self._type == 'zip'
-        if self._zipfile is None:
-            self._zipfile = zipfile.ZipFile(self._path)
-        return self._zipfile
+    def _read(self, fname, reader, complaint='Unreadable image file'):
+        """reader(open file) for one file of the dataset; any failure becomes one line naming the file."""
+        try:
+            with self._files.open(fname) as f:
+                return reader(f)
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(f'{complaint}: {fname} ({type(err).__name__}: {err})') from None
 
-    def _open_file(self, fname):
-        if self._type == 'dir':
-            return open(os.path.join(self._path, fname), 'rb')
-        return self._get_zipfile().open(fname, 'r')
+    def _check_all_images(self):
+        """Geometry shared by every image, or one UserError naming the first that breaks a rule."""
+        first = None
+        for fname in self._image_fnames:
+            geometry = self._read(fname, image_geometry)
+            check_geometry(fname, *geometry)
+            if first is None:
+                first, first_geometry = fname, geometry
+            elif (geometry[0], geometry[2]) != (first_geometry[0], first_geometry[2]):
+                describe = lambda g: 'x'.join(map(str, g))
+                raise UserError(f'Mixed image sizes or channel counts: {first} is {describe(first_geometry)}, '
+                                f'{fname} is {describe(geometry)}')
+        return first_geometry
 
     def close(self):
-        try:
-            if self._zipfile is not None:
-                self._zipfile.close()
-        finally:
-            self._zipfile = None
-
-    def __getstate__(self):
-        return dict(super().__getstate__(), _zipfile=None)
+        files = getattr(self, '_files', None) # absent when __init__ failed early
+        if files is not None:
+            files.close()
 
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
-        try:
-            with self._open_file(fname) as f:
-                data = f.read()
-            if pyspng is not None and self._file_ext(fname) == '.png':
-                image = pyspng.load(data)
-            else:
-                image = np.array(PIL.Image.open(io.BytesIO(data)))
-        except Exception as err:
-            raise dnnlib.util.UserError(f'Unreadable image file: {fname} ({type(err).__name__}: {err})') from None
-        if image.ndim == 2:
-            image = image[:, :, np.newaxis] # HW => HWC
-        if image.dtype != np.uint8 or list(image.shape) != [self._raw_shape[2], self._raw_shape[3], self._raw_shape[1]]:
-            raise dnnlib.util.UserError(f'Image {fname} decodes to {image.dtype} {list(image.shape)}, '
-                                        f'expected uint8 {self._raw_shape[2:] + self._raw_shape[1:2]}')
-        return image.transpose(2, 0, 1) # HWC => CHW
+        pixels = self._read(fname, lambda f: decode_image(fname, f.read()))
+        channels, height, width = self.image_shape
+        if pixels.dtype != np.uint8 or pixels.shape != (height, width, channels):
+            raise UserError(f'Image {fname} decodes to {pixels.dtype} {list(pixels.shape)}, '
+                            f'expected uint8 {[height, width, channels]}')
+        return pixels.transpose(2, 0, 1)
 
     def _load_json(self, fname):
+        """Parsed JSON file of the dataset, or None when it has none of that name."""
         if fname not in self._all_fnames:
             return None
-        try:
-            with self._open_file(fname) as f:
-                return json.load(f)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise dnnlib.util.UserError(f'{fname} in {self._path} is not valid JSON ({err})') from None
+        return self._read(fname, json.load, complaint=f'Not valid JSON in {self._path}')
 
     def _load_raw_labels(self):
         data = self._load_json('dataset.json')
-        if data is None:
+        pairs = data.get('labels') if isinstance(data, dict) else None
+        if pairs is None:
             return None
-        labels = data.get('labels') if isinstance(data, dict) else None
-        if labels is None:
-            return None
-        labels = dict(labels)
-        missing = [fname for fname in self._image_fnames if fname not in labels or labels[fname] is None]
-        if missing:
-            raise dnnlib.util.UserError(f'dataset.json has no label for {len(missing)} image(s), e.g. {missing[0]}')
-        labels = [labels[fname] for fname in self._image_fnames]
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        by_name = {name: label for name, label in pairs}
+        labels = [by_name.get(fname) for fname in self._image_fnames]
+        unlabelled = [fname for fname, label in zip(self._image_fnames, labels) if label is None]
+        if unlabelled:
+            raise UserError(f'dataset.json has no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}')
+        if all(type(label) is int for label in labels):
             if min(labels) < 0:
-                raise dnnlib.util.UserError('dataset.json: integer class labels must be non-negative')
-            return np.array(labels, dtype=np.int64)
+                raise UserError('dataset.json: integer class labels must be non-negative')
+            return np.array(labels, np.int64)
         try:
-            labels = np.array(labels, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise dnnlib.util.UserError('dataset.json: labels must all be integers or all be vectors of one length') from None
-        if labels.ndim != 2:
-            labels = labels.reshape(len(self._image_fnames), -1)
-        return labels
+            vectors = np.array(labels, np.float32)
+        except (TypeError, ValueError):
+            raise UserError('dataset.json: labels must all be integers or all be vectors of one length') from None
+        return vectors.reshape(len(labels), -1)
 
     def get_metadata(self, idx):
-        """Per-patch provenance from metadata.json (slide, level, x, y, size, tissue_fraction, label), or None."""
+        """Provenance of item idx from metadata.json (slide, level, x, y, size, tissue_fraction, label), or None."""
         if self._metadata is None:
-            data = self._load_json('metadata.json')
-            patches = data.get('patches') if isinstance(data, dict) else None
-            self._metadata = dict(patches) if isinstance(patches, dict) else {}
-        meta = self._metadata.get(self._image_fnames[self._raw_idx[idx]])
-        return dict(meta) if meta is not None else None
+            sidecar = self._load_json('metadata.json')
+            patches = sidecar.get('patches') if isinstance(sidecar, dict) else None
+            self._metadata = patches if isinstance(patches, dict) else {}
+        entry = self._metadata.get(self._image_fnames[self._raw_idx[idx]])
+        return None if entry is None else dict(entry)
 
     def get_details(self, idx):
-        d = super().get_details(idx)
-        d.fname = self._image_fnames[d.raw_idx]
-        d.metadata = self.get_metadata(idx)
-        return d
+        details = super().get_details(idx)
+        details.fname = self._image_fnames[details.raw_idx]
+        details.metadata = self.get_metadata(idx)
+        return details
+
+#----------------------------------------------------------------------------
+
+def verify_zip(path, progress=True):
+    """Read every member of a dataset zip once and check it against its stored CRC-32; decode no image.
+
+    A damaged dataset then fails in its first minute with one UserError naming the first bad member,
+    not days into training. An image folder has no checksums: returns 0. Otherwise returns the number
+    of members checked. `progress` shows a tqdm bar over the bytes read.
+    """
+    if os.path.isdir(path):
+        return 0
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise UserError(f'Dataset not found: {path}') from None
+    except (OSError, zipfile.BadZipFile) as err:
+        raise UserError(f'Not a valid zip file: {path} ({err})') from None
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        total = sum(info.file_size for info in members)
+        with tqdm(total=total, unit='B', unit_scale=True, desc=f'Checking {os.path.basename(path)}',
+                  disable=not progress, leave=False) as bar:
+            for info in members:
+                try:
+                    with archive.open(info) as member: # zipfile compares the CRC-32 at the member's end
+                        for chunk in iter(lambda: member.read(1 << 20), b''):
+                            bar.update(len(chunk))
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as err:
+                    raise UserError(f'Damaged dataset {path}: member {info.filename} is corrupt '
+                                    f'({type(err).__name__}: {err})') from None
+    return len(members)
 
 #----------------------------------------------------------------------------
 # Data order as a pure function of (seed, position), so a resumed run can start exactly where

@@ -5,10 +5,9 @@ interrupted or failed run never leaves a half-written dataset. Shard zips merge 
 images renumbered in shard order.
 """
 
+import contextlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 
 import dnnlib.util
@@ -37,7 +36,12 @@ def _is_zip_name(path: str) -> bool:
 
 
 class DatasetWriter:
-    """Context manager: add images, then exit cleanly to publish dest atomically (an exception discards it)."""
+    """Context manager: add images, then exit cleanly to publish dest atomically (an exception discards it).
+
+    Built on `dnnlib.util.atomic_write`: the temporary zip or folder is removed on any error, including
+    one raised while the zip's central directory is written at close, and a full disk or file-size limit
+    becomes one UserError naming `dest`.
+    """
 
     def __init__(self, dest: str, overwrite: bool = False):
         check_dest(dest, overwrite)
@@ -47,18 +51,20 @@ class DatasetWriter:
         self.count = 0
         self._zip = None
         self._tmp = None
+        self._publish = None
 
     def __enter__(self):
-        folder = os.path.dirname(self.dest)
-        os.makedirs(folder, exist_ok=True)
-        prefix = '.' + os.path.basename(self.dest) + '.'
-        if _is_zip_name(self.dest):
-            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix='.tmp')
-            os.close(fd)
-            self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)  # PNGs are compressed
-        else:
-            self._tmp = tempfile.mkdtemp(dir=folder, prefix=prefix, suffix='.tmp')
+        as_zip = _is_zip_name(self.dest)
+        with contextlib.ExitStack() as stack:
+            self._tmp = stack.enter_context(dnnlib.util.atomic_write(self.dest, folder=not as_zip))
+            if as_zip:
+                self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)  # PNGs are compressed
+                stack.callback(self._close_zip)  # runs before atomic_write decides to publish or discard
+            self._publish = stack.pop_all()
         return self
+
+    def _close_zip(self):
+        self._zip.close()  # writes the central directory: can fail like any write
 
     def add(self, png: bytes, label: int | None = None, meta: dict | None = None) -> str:
         fname = image_fname(self.count)
@@ -91,21 +97,9 @@ class DatasetWriter:
             meta = {'patches': self.patches, 'slides': slides or {}, 'options': options or {}}
             self._write(METADATA_FNAME, json.dumps(meta, indent=1, sort_keys=True).encode())
 
-    def __exit__(self, exc_type, *_exc):
-        if self._zip is not None:
-            self._zip.close()
-        if exc_type is None:
-            if os.path.isdir(self.dest) and not os.path.isdir(self._tmp):
-                raise UserError(f'{self.dest} is a folder, cannot replace it with a zip')
-            if os.path.isdir(self.dest):
-                shutil.rmtree(self.dest)
-            dnnlib.util.make_readable(self._tmp)
-            os.replace(self._tmp, self.dest)
-        elif os.path.isdir(self._tmp):
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        elif os.path.exists(self._tmp):
-            os.remove(self._tmp)
-        return False
+    def __exit__(self, *exc_info):
+        publish, self._publish = self._publish, None
+        return publish.__exit__(*exc_info)
 
 
 def read_dataset_zip(path: str) -> tuple[zipfile.ZipFile, list, dict | None]:
