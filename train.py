@@ -101,13 +101,10 @@ def make_run_dir(outdir, desc):
 
 def print_summary(args):
     data = args.training_set_kwargs
-    print(f'\nTraining options:\n{json.dumps(args, indent=2)}\n')
-    for label, value in [('Output directory', args.run_dir), ('Training data', data.path), ('Training duration', f'{args.total_kimg} kimg'),
-                         ('Number of GPUs', f'{args.num_gpus}' + ('' if torch.cuda.is_available() else ' (CPU processes)')),
-                         ('Number of images', data.max_size), ('Image resolution', data.resolution),
-                         ('Conditional model', data.use_labels), ('Dataset x-flips', data.xflip)]:
-        print(f'{label + ":":<20}{value}')
-    print()
+    processes = f'{args.num_gpus}' + ('' if torch.cuda.is_available() else ' (CPU processes)')
+    print(f'\nTraining options:\n{json.dumps(args, indent=2)}\n\nOutput directory:   {args.run_dir}\n'
+          f'Training data:      {data.path}, {data.max_size} images of {data.resolution}x{data.resolution}, '
+          f'labels {data.use_labels}, x-flips {data.xflip}\nTraining duration:  {args.total_kimg} kimg on {processes}\n')
 
 
 class CommaSeparatedList(click.ParamType):
@@ -119,10 +116,8 @@ class CommaSeparatedList(click.ParamType):
         return [] if value is None or value in ('', 'none', 'None', 'NONE') else value.split(',')
 
 
-def _cfg_help():
-    rows = ', '.join(f'{name}' for name in presets.PRESETS)
-    return (f'Preset: network family and published hyperparameters ({rows}); baselines dcgan (AnoGAN), wgan (f-AnoGAN), '
-            'pgan and stylegan cite their papers in the README [default: auto, a StyleGAN2 sized to the data]')
+CFG_HELP = (f'Preset: network family and published hyperparameters, one of {", ".join(presets.PRESETS)}; the README '
+            'cites the paper of each [default: auto, a StyleGAN2 sized to the data]')
 
 #----------------------------------------------------------------------------
 
@@ -138,7 +133,7 @@ def _cfg_help():
 @click.option('--subset', help='Use a fixed random subset of N images [default: all]', type=int, metavar='INT')
 @click.option('--mirror', help='Add left-right mirrored copies of every image [default: false]', type=bool, metavar='BOOL')
 @click.option('--verify/--no-verify', default=True, help='Read the whole dataset zip and check its CRCs before training [default: verify]')
-@click.option('--cfg', help=_cfg_help(), metavar='NAME')
+@click.option('--cfg', help=CFG_HELP, metavar='NAME')
 @click.option('--gamma', help='R1 regularisation weight, replacing the preset\'s', type=float)
 @click.option('--kimg', help='Training length in thousands of real images shown to D [default: from --cfg]', type=float, metavar='FLOAT')
 @click.option('--batch', help='Global batch size [default: from --cfg]', type=int, metavar='INT')

@@ -169,3 +169,28 @@ def test_augment_pipe_sees_reals_and_fakes(nets):
     # R1 goes through the augmentation: |d D(flip(x)) / dx|^2 is still |a|^2.
     stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, gain=1))
     assert stats.mean('Loss/r1_penalty') == pytest.approx(D.a.detach().square().sum().item(), rel=1e-5)
+
+
+def test_phases_and_lazy_regularisation_optimiser_settings(nets):
+    mapping, synthesis, D = nets
+    loss = make_loss(mapping, synthesis, D, G_reg_interval=4, D_reg_interval=16)
+    assert [(p.name, p.module, p.interval, p.repeats, p.uses_reals) for p in loss.phases] == [
+        ('Gmain', 'G', 1, 1, False), ('Greg', 'G', 4, 1, False), ('Dmain', 'D', 1, 1, True), ('Dreg', 'D', 16, 1, True)]
+    # A lazy regulariser every k steps leaves the main phase k/(k+1) of the updates: lr * k/(k+1), beta ** (k/(k+1)).
+    adam = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+    d_opt = loss.optimizer_kwargs('D', adam)
+    assert d_opt['lr'] == pytest.approx(0.002 * 16 / 17) and d_opt['betas'] == pytest.approx([0, 0.99 ** (16 / 17)])
+    assert d_opt['eps'] == 1e-8 and adam['lr'] == 0.002 # the preset's dict is not modified
+    assert loss.optimizer_kwargs('G', adam)['lr'] == pytest.approx(0.002 * 4 / 5)
+    eager = make_loss(mapping, synthesis, D, G_reg_interval=None, D_reg_interval=None)
+    assert [p.name for p in eager.phases] == ['Gboth', 'Dboth'] and eager.optimizer_kwargs('D', adam) == adam
+
+
+def test_resume_tensors_round_trip(nets):
+    mapping, synthesis, D = nets
+    loss = make_loss(mapping, synthesis, D)
+    loss.pl_mean.fill_(0.75)
+    loss.real_sign_stats.copy_(torch.tensor([-2.0, 8.0], dtype=torch.float64))
+    fresh = make_loss(mapping, synthesis, D)
+    fresh.load_state_dict(loss.state_dict())
+    assert fresh.pl_mean.item() == 0.75 and fresh.real_sign_stats.tolist() == [-2.0, 8.0]

@@ -19,7 +19,7 @@ from tests.datasets import write_dataset_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--cfg=config-e', '--cbase=256', '--cmax=64', '--map=2', '--batch=4', '--tick=0.008', '--snap=1',
-        '--workers=0', '--metrics=none', '--seed=3']
+        '--metrics=none', '--seed=3'] # the default DataLoader workers read the zip
 LOSS_KEYS = ['Loss/G/loss', 'Loss/D/loss', 'Loss/G/reg', 'Loss/D/reg', 'Loss/r1_penalty', 'Loss/pl_penalty',
              'Loss/scores/real', 'Loss/scores/fake', 'Loss/signs/real', 'Progress/augment']
 
@@ -95,6 +95,8 @@ def test_run_writes_everything(runs):
     assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
     state = torch.load(os.path.join(run, 'training-state-000000.016.pt'), weights_only=False)
     assert state['cur_nimg'] == 16 and state['batch_idx'] == 4 and state['cur_tick'] == 3
+    with open(os.path.join(run, 'training_options.json')) as f:
+        assert json.load(f)['data_loader_kwargs']['num_workers'] == 3 # trained through the default DataLoader workers
     with open(os.path.join(run, 'log.txt')) as f:
         log = f.read()
     assert 'tick 2 ' in log and 'augment' in log and 'Exiting...' in log
@@ -220,7 +222,7 @@ import copy, json, sys
 import dnnlib, train
 from training import options
 desc, args = options.build(data=sys.argv[1], cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
-    gpus=int(sys.argv[3]), aug='noaug', tick=0.004, snap=1, workers=0, metrics=[], seed=1, kimg=0.004)
+    gpus=int(sys.argv[3]), aug='noaug', tick=0.004, snap=1, metrics=[], seed=1, kimg=0.004)
 args.G_kwargs.synthesis_kwargs.use_noise = False   # per-rank noise draws would differ from one process's
 args.loss_kwargs.style_mixing_prob = 0              # likewise the per-rank mixing cutoff
 args.loss_kwargs.pl_weight = 0                      # and the per-rank path-length probe noise
@@ -287,7 +289,7 @@ def test_nan_loss_aborts_naming_phase_and_keeps_last_snapshot(he_zip, tmp_path, 
     from training import options
     monkeypatch.setenv('HISTOSYNTH_OPS_IMPL', 'ref')
     _desc, args = options.build(data=he_zip, cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
-                                                   aug='noaug', tick=0.008, snap=1, workers=0, metrics=[], kimg=1)
+                                                   aug='noaug', tick=0.008, snap=1, metrics=[], kimg=1)
     args.loss_kwargs.class_name = f'{__name__}.NaNAtThirdDmainLoss'
     args.run_dir = str(tmp_path)
     from training.training_loop import training_loop

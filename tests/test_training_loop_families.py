@@ -66,7 +66,7 @@ def toy_run(tmp_path_factory, he_crops):
     from training.training_loop import training_loop
     training_loop(
         run_dir=str(root), training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data),
-        data_loader_kwargs=dict(num_workers=0),
+        data_loader_kwargs=dict(num_workers=3, prefetch_factor=2),  # the default workers
         G_kwargs=dict(class_name=f'{__name__}.ToyG'), D_kwargs=dict(class_name=f'{__name__}.ToyD'),
         G_opt_kwargs=dict(class_name='torch.optim.SGD', lr=0.01), D_opt_kwargs=dict(class_name='torch.optim.SGD', lr=0.01),
         loss_kwargs=dict(class_name=f'{__name__}.ToyLoss'),

@@ -12,6 +12,7 @@ import os
 import torch
 
 import dnnlib
+from training import dataset as dataset_module
 from training import presets
 
 UserError = dnnlib.util.UserError
@@ -59,28 +60,13 @@ def _general(o, args):
                 random_seed=0 if o.seed is None else o.seed)
 
 
-def verify_zip(path):
-    """Read every member of a dataset zip and check its CRC (progress bar); one line on the first bad one."""
-    import zipfile
-
-    import tqdm
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in tqdm.tqdm(archive.infolist(), desc=f'Verifying {os.path.basename(path)}', unit='file', leave=False, delay=1):
-                with archive.open(info) as member:
-                    while member.read(1 << 20):
-                        pass
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise UserError(f'--data: {path} is damaged: {err}; rebuild it with dataset_tool.py') from None
-
-
 def _dataset(o, args):
     """The dataset kwargs, with resolution, labels and size made explicit; returns the run description's start."""
     _require(o.data is not None, '--data is required')
-    if o.verify is not False and os.path.isfile(o.data) and o.data.lower().endswith('.zip'):
-        verify_zip(o.data)
     kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=o.data, use_labels=True, max_size=None, xflip=False)
     try:
+        if o.verify is not False and os.path.isfile(o.data):
+            dataset_module.verify_zip(o.data)  # every CRC now, so that a damaged member cannot stop a run on day three
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
         kwargs.update(resolution=dataset.resolution, use_labels=dataset.has_labels, max_size=len(dataset))
         o.label_dim, o.num_channels = dataset.label_dim, dataset.num_channels

@@ -400,7 +400,7 @@ def training_step(run):
     for phase in run.loss.phases:
         if run.batch_idx % phase.interval != 0:
             continue
-        timer = phase_timer(run, phase.name)
+        timer = PhaseTimer(run, phase.name)
         for _ in range(phase.repeats):
             run_phase(run, phase, execution)
             execution += 1
@@ -412,7 +412,7 @@ def training_step(run):
         run.ada.update(run.augment_pipe, run.loss.real_sign_stats)
 
 
-class phase_timer:
+class PhaseTimer:
     """CUDA events around a phase on rank 0 (reported as Timing/<phase> in ms); nothing on CPU."""
 
     def __init__(self, run, name):
