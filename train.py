@@ -116,8 +116,13 @@ class CommaSeparatedList(click.ParamType):
         return [] if value is None or value in ('', 'none', 'None', 'NONE') else value.split(',')
 
 
-CFG_HELP = (f'Preset: network family and published hyperparameters, one of {", ".join(presets.PRESETS)}; the README '
-            'cites the paper of each [default: auto, a StyleGAN2 sized to the data]')
+def _cfg_help():
+    """Every preset with the paper its values come from (rows that share a paper share an entry)."""
+    by_source = {}
+    for name in presets.PRESETS:
+        by_source.setdefault(presets.resolve(name, 256, 1).source, []).append(name)
+    cited = '; '.join(f'{", ".join(names)}: {source}' for source, names in by_source.items())
+    return f'Preset: network family and published hyperparameters [default: auto, a StyleGAN2 sized to the data]. {cited}'
 
 #----------------------------------------------------------------------------
 
@@ -133,7 +138,7 @@ CFG_HELP = (f'Preset: network family and published hyperparameters, one of {", "
 @click.option('--subset', help='Use a fixed random subset of N images [default: all]', type=int, metavar='INT')
 @click.option('--mirror', help='Add left-right mirrored copies of every image [default: false]', type=bool, metavar='BOOL')
 @click.option('--verify/--no-verify', default=True, help='Read the whole dataset zip and check its CRCs before training [default: verify]')
-@click.option('--cfg', help=CFG_HELP, metavar='NAME')
+@click.option('--cfg', help=_cfg_help(), metavar='NAME')
 @click.option('--gamma', help='R1 regularisation weight, replacing the preset\'s', type=float)
 @click.option('--kimg', help='Training length in thousands of real images shown to D [default: from --cfg]', type=float, metavar='FLOAT')
 @click.option('--batch', help='Global batch size [default: from --cfg]', type=int, metavar='INT')
