@@ -46,10 +46,23 @@ class LinearD(torch.nn.Module):
         return (img * self.a).sum(dim=[1, 2, 3], keepdim=False).unsqueeze(1) + self.b
 
 
+class Generator(torch.nn.Module):
+    """The mapping + synthesis layout StyleGAN2Loss drives (G.mapping, G.synthesis)."""
+
+    def __init__(self, mapping, synthesis):
+        super().__init__()
+        self.mapping = mapping
+        self.synthesis = synthesis
+
+
 @pytest.fixture
 def nets():
     torch.manual_seed(0)
     return [m.requires_grad_(False) for m in (Mapping(), Synthesis(), LinearD())] # as in the loop: one module trains at a time
+
+
+def make_loss(mapping, synthesis, D, **kwargs):
+    return StyleGAN2Loss('cpu', Generator(mapping, synthesis), D, **kwargs)
 
 
 def _collect(fn):
@@ -62,12 +75,12 @@ def _collect(fn):
 
 def test_main_losses_match_closed_form(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     real = torch.randn(N, C, H, H)
 
     D.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Dmain', real, c, z, c, sync=True, gain=3))
+    stats = _collect(lambda: loss.accumulate_gradients('Dmain', real, c, z, c, gain=3))
     fake = synthesis(mapping(z, c)).detach()
     ref_D = D.a.detach().clone().requires_grad_(True), D.b.detach().clone().requires_grad_(True)
     logit = lambda x: (x * ref_D[0]).sum(dim=[1, 2, 3]) + ref_D[1]
@@ -82,7 +95,7 @@ def test_main_losses_match_closed_form(nets):
 
     D.requires_grad_(False)
     synthesis.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Gmain', real, c, z, c, sync=True, gain=1))
+    stats = _collect(lambda: loss.accumulate_gradients('Gmain', real, c, z, c, gain=1))
     A = synthesis.A.detach().clone().requires_grad_(True)
     ws = mapping(z, c).detach()
     ref = torch.nn.functional.softplus(-((ws.sum(1) @ A).reshape(-1, C, H, H) * D.a).sum(dim=[1, 2, 3]) - D.b).mean()
@@ -93,10 +106,10 @@ def test_main_losses_match_closed_form(nets):
 
 def test_r1_penalty_is_squared_input_gradient(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=4, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=4, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     D.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, sync=True, gain=16))
+    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, gain=16))
     sq = D.a.detach().square().sum().item()
     assert stats.mean('Loss/r1_penalty') == pytest.approx(sq, rel=1e-5)
     # d/da (gamma/2 |a|^2) * gain = gamma * gain * a; b gets nothing.
@@ -106,12 +119,12 @@ def test_r1_penalty_is_squared_input_gradient(nets):
 
 def test_path_length_penalty_and_mean(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=2, pl_decay=0.01, pl_batch_shrink=2)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=2, pl_decay=0.01, pl_batch_shrink=2)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     mapping.requires_grad_(True) # the G phases train mapping and synthesis together
     synthesis.requires_grad_(True)
     torch.manual_seed(5)
-    stats = _collect(lambda: loss.accumulate_gradients('Greg', None, c, z, c, sync=True, gain=4))
+    stats = _collect(lambda: loss.accumulate_gradients('Greg', None, c, z, c, gain=4))
     # Recompute with the same noise draw: grads w.r.t. every layer's w equal A @ noise.
     torch.manual_seed(5)
     noise = torch.randn(N // 2, C, H, H) / H
@@ -126,10 +139,10 @@ def test_path_length_penalty_and_mean(nets):
 
 def test_style_mixing_switches_latents_at_a_cutoff(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=1.0, r1_gamma=0, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=1.0, r1_gamma=0, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     torch.manual_seed(2)
-    loss.run_G(z, c)
+    loss.generate(z, c)
     ws = synthesis.seen_ws[-1]
     first = mapping.calls[-2] @ mapping.weight.detach()
     second = mapping.calls[-1] @ mapping.weight.detach()
@@ -148,11 +161,36 @@ def test_augment_pipe_sees_reals_and_fakes(nets):
         seen.append(img.shape[0])
         return img.flip(3)
 
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, augment_pipe=pipe, style_mixing_prob=0, r1_gamma=1, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, augment_pipe=pipe, style_mixing_prob=0, r1_gamma=1, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     D.requires_grad_(True)
-    loss.accumulate_gradients('Dboth', torch.randn(N, C, H, H), c, z, c, sync=True, gain=1)
+    loss.accumulate_gradients('Dboth', torch.randn(N, C, H, H), c, z, c, gain=1)
     assert seen == [N, N] # fakes, then reals
     # R1 goes through the augmentation: |d D(flip(x)) / dx|^2 is still |a|^2.
-    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, sync=True, gain=1))
+    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, gain=1))
     assert stats.mean('Loss/r1_penalty') == pytest.approx(D.a.detach().square().sum().item(), rel=1e-5)
+
+
+def test_phases_and_lazy_regularisation_optimiser_settings(nets):
+    mapping, synthesis, D = nets
+    loss = make_loss(mapping, synthesis, D, G_reg_interval=4, D_reg_interval=16)
+    assert [(p.name, p.module, p.interval, p.repeats, p.uses_reals) for p in loss.phases] == [
+        ('Gmain', 'G', 1, 1, False), ('Greg', 'G', 4, 1, False), ('Dmain', 'D', 1, 1, True), ('Dreg', 'D', 16, 1, True)]
+    # A lazy regulariser every k steps leaves the main phase k/(k+1) of the updates: lr * k/(k+1), beta ** (k/(k+1)).
+    adam = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+    d_opt = loss.optimizer_kwargs('D', adam)
+    assert d_opt['lr'] == pytest.approx(0.002 * 16 / 17) and d_opt['betas'] == pytest.approx([0, 0.99 ** (16 / 17)])
+    assert d_opt['eps'] == 1e-8 and adam['lr'] == 0.002 # the preset's dict is not modified
+    assert loss.optimizer_kwargs('G', adam)['lr'] == pytest.approx(0.002 * 4 / 5)
+    eager = make_loss(mapping, synthesis, D, G_reg_interval=None, D_reg_interval=None)
+    assert [p.name for p in eager.phases] == ['Gboth', 'Dboth'] and eager.optimizer_kwargs('D', adam) == adam
+
+
+def test_resume_tensors_round_trip(nets):
+    mapping, synthesis, D = nets
+    loss = make_loss(mapping, synthesis, D)
+    loss.pl_mean.fill_(0.75)
+    loss.real_sign_stats.copy_(torch.tensor([-2.0, 8.0], dtype=torch.float64))
+    fresh = make_loss(mapping, synthesis, D)
+    fresh.load_state_dict(loss.state_dict())
+    assert fresh.pl_mean.item() == 0.75 and fresh.real_sign_stats.tolist() == [-2.0, 8.0]
