@@ -29,6 +29,24 @@ def _scaled(tensor, factor, dtype):
     tensor = tensor.to(dtype)
     return tensor if factor == 1 else tensor * factor
 
+def register_resample_filter(module, taps):
+    """Give `module` its FIR low-pass filter buffer 'resample_filter' (normalised, see upfirdn2d.setup_filter)."""
+    module.register_buffer('resample_filter', upfirdn2d.setup_filter(taps))
+
+def add_tensor(module, name, value, trainable=True):
+    """Store `value` (None allowed) on `module` as a parameter, or as a buffer when frozen."""
+    if value is None:
+        setattr(module, name, None)
+    elif trainable:
+        setattr(module, name, torch.nn.Parameter(value))
+    else:
+        module.register_buffer(name, value)
+
+def conv_kernel(out_channels, in_channels, kernel_size, channels_last=False):
+    """Unit-normal kernel [out, in, k, k], optionally stored channels-last."""
+    kernel = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+    return kernel.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
 #----------------------------------------------------------------------------
 
 @persistence.persistent_class
@@ -40,13 +58,11 @@ class FullyConnectedLayer(torch.nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
-        self.weight_gain = lr_multiplier / np.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-        # Stored shrunk by lr_multiplier: the run-time product is N(0, 1/in_features) at init while the
-        # optimizer's steps on the stored value are scaled down by lr_multiplier.
-        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
-        initial_bias = torch.full([out_features], np.float32(bias_init))
-        self.bias = torch.nn.Parameter(initial_bias) if bias else None
+        # Both gains multiply the stored tensors at run time. The weight is stored divided by lr_multiplier,
+        # so it starts as N(0, 1/in_features) in effect while the optimizer's steps shrink by lr_multiplier.
+        self.weight_gain, self.bias_gain = lr_multiplier * in_features ** -0.5, lr_multiplier
+        add_tensor(self, 'weight', torch.randn([out_features, in_features]).div_(lr_multiplier))
+        add_tensor(self, 'bias', torch.full([out_features], np.float32(bias_init)) if bias else None)
 
     def forward(self, x):
         weight_t = _scaled(self.weight, self.weight_gain, x.dtype).t()
@@ -79,28 +95,18 @@ class Conv2dLayer(torch.nn.Module):
         self.up = up
         self.down = down
         self.conv_clamp = conv_clamp
-        self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight_gain = (in_channels * kernel_size ** 2) ** -0.5
         self.act_gain = activation_gain(activation)
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
-
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        tensors = {'weight': torch.randn([out_channels, in_channels, kernel_size, kernel_size]).contiguous(memory_format=layout)}
-        tensors['bias'] = torch.zeros([out_channels]) if bias else None
-        for name, value in tensors.items():
-            if value is None:
-                setattr(self, name, None)
-            elif trainable:
-                setattr(self, name, torch.nn.Parameter(value))
-            else:
-                self.register_buffer(name, value)
+        register_resample_filter(self, resample_filter)
+        add_tensor(self, 'weight', conv_kernel(out_channels, in_channels, kernel_size, channels_last), trainable)
+        add_tensor(self, 'bias', torch.zeros([out_channels]) if bias else None, trainable)
 
     def forward(self, x, gain=1):
         weight = _scaled(self.weight, self.weight_gain, x.dtype)
         # A plain correlation when not upsampling; the transposed convolution used for up > 1 wants
-        # the kernel flipped (the function is the same either way).
+        # the kernel flipped (the function is the same either way). 'Same' padding of an odd kernel.
         x = conv2d_resample.conv2d_resample(x=x, w=weight, f=self.resample_filter, up=self.up, down=self.down,
-            padding=self.padding, flip_weight=(self.up == 1))
+            padding=weight.shape[-1] // 2, flip_weight=(self.up == 1))
         bias = None if self.bias is None else self.bias.to(x.dtype)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         return bias_act.bias_act(x, bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)

@@ -35,24 +35,33 @@ FAST_PATH = {
     'shared_weight_cpu': True,  # on CPUs, the grouped (per-sample weight) convolution only for batch 1
 }
 
-@contextlib.contextmanager
-def computation(**switches):
-    """Run the enclosed code with some FAST_PATH switches changed (not thread-safe: module state)."""
-    unknown = set(switches) - set(FAST_PATH)
-    if unknown:
-        raise ValueError(f'unknown fast-path switches: {sorted(unknown)}')
-    saved = dict(FAST_PATH)
-    FAST_PATH.update(switches)
-    try:
-        yield
-    finally:
-        FAST_PATH.update(saved)
+class computation:
+    """Context manager: the enclosed code runs with FAST_PATH switches changed (module state, not thread-safe).
 
-@contextlib.contextmanager
+    official=True turns every switch off and forces the reference ('ref') ops: the official computation.
+    """
+
+    def __init__(self, official=False, **switches):
+        unknown = set(switches) - set(FAST_PATH)
+        if unknown:
+            raise ValueError(f'unknown fast-path switches: {sorted(unknown)}')
+        self.switches = dict.fromkeys(FAST_PATH, False) if official else switches
+        self.ops = custom_ops.force_impl('ref') if official else contextlib.nullcontext()
+        self.saved = None
+
+    def __enter__(self):
+        self.saved = dict(FAST_PATH)
+        FAST_PATH.update(self.switches)
+        self.ops.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.ops.__exit__(*exc_info)
+        FAST_PATH.update(self.saved)
+
 def official_computation():
-    """The official StyleGAN2-ADA computation: every switch off and the reference ('ref') ops."""
-    with computation(**dict.fromkeys(FAST_PATH, False)), custom_ops.force_impl('ref'):
-        yield
+    """The official StyleGAN2-ADA computation (benchmark baseline, reference of the equivalence tests)."""
+    return computation(official=True)
 
 #----------------------------------------------------------------------------
 
@@ -61,16 +70,23 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     mean_square = x.square().mean(dim=dim, keepdim=True)
     return x / (mean_square + eps).sqrt()
 
+def _check_maps(x, channels, side):
+    misc.assert_shape(x, [None, channels, side, side])
+
 def _block_dtype(use_fp16, force_fp32, device):
     """float16 only for fp16 blocks on CUDA: CPU half-precision kernels are slow or missing."""
     half = use_fp16 and not force_fp32 and device.type == 'cuda'
     return torch.float16 if half else torch.float32
 
-def _block_layout(fp16_channels_last, dtype, device):
-    """Memory format of a block's activations."""
+def _block_layout(fp16_channels_last, dtype, device, resolution=0):
+    """Memory format of a block's activations.
+
+    oneDNN's convolutions gain about 25 % with NHWC activations at 128x128 and above (forward only);
+    below that, and for forward+backward, measured no gain, so the fast path leaves smaller maps NCHW.
+    """
     if dtype == torch.float16 and fp16_channels_last:
         return torch.channels_last
-    if device.type == 'cpu' and FAST_PATH['channels_last']:
+    if device.type == 'cpu' and FAST_PATH['channels_last'] and resolution >= 128:
         return torch.channels_last
     return torch.contiguous_format
 
@@ -151,11 +167,9 @@ def modulated_conv2d(
     fused_modconv=True,     # True = grouped convolution with per-sample weights
 ):
     """StyleGAN2's weight (de)modulation, computed either with per-sample weights or the shared one."""
-    n = x.shape[0]
-    out_channels, in_channels, kh, kw = weight.shape
-    misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
-    misc.assert_shape(x, [n, in_channels, None, None])
-    misc.assert_shape(styles, [n, in_channels])
+    in_channels = weight.shape[1]
+    misc.assert_shape(x, [styles.shape[0], in_channels, None, None])
+    misc.assert_shape(styles, [None, in_channels])
     if demodulate and x.dtype == torch.float16:
         weight, styles = _fp16_safe(weight, styles)
 
@@ -199,24 +213,26 @@ class MappingNetwork(torch.nn.Module):
         if c_dim > 0:
             self.embed = layers.FullyConnectedLayer(c_dim, embed_features)
         for idx, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-            setattr(self, f'fc{idx}', layers.FullyConnectedLayer(fan_in, fan_out, activation=activation,
+            self.add_module(f'fc{idx}', layers.FullyConnectedLayer(fan_in, fan_out, activation=activation,
                 lr_multiplier=lr_multiplier))
-        if num_ws is not None and w_avg_beta is not None:
-            self.register_buffer('w_avg', torch.zeros([w_dim]))
+        self.tracks_w_avg = num_ws is not None and w_avg_beta is not None
+        if self.tracks_w_avg:
+            self.register_buffer('w_avg', torch.zeros(w_dim))
 
     def _mlp_input(self, z, c):
         """Pixel-normed z and pixel-normed label embedding, side by side."""
         parts = []
-        if self.z_dim > 0:
-            misc.assert_shape(z, [None, self.z_dim])
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
-        if self.c_dim > 0:
-            misc.assert_shape(c, [None, self.c_dim])
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+        for value, size, embed in ((z, self.z_dim, None), (c, self.c_dim, getattr(self, 'embed', None))):
+            if size > 0:
+                misc.assert_shape(value, [None, size])
+                value = value.float()
+                parts.append(normalize_2nd_moment(value if embed is None else embed(value)))
         return torch.cat(parts, dim=1)
 
     def _truncate(self, ws, psi, cutoff):
         """Truncation trick: w_avg + psi * (w - w_avg), for the first `cutoff` ws only if given."""
+        if psi == 1:
+            return ws
         assert self.w_avg_beta is not None, 'truncation needs the tracked w_avg'
         pulled = self.w_avg.lerp(ws, psi)
         if self.num_ws is None or cutoff is None:
@@ -228,21 +244,25 @@ class MappingNetwork(torch.nn.Module):
         # for the update with update_emas. Either spelling works here.
         if update_emas is None:
             update_emas = self.training and not skip_w_avg_update
-        ws = self._mlp_input(z, c)
-        for idx in range(self.num_layers):
-            ws = getattr(self, f'fc{idx}')(ws)
+        w = self._mlp_input(z, c)
+        for layer in [getattr(self, f'fc{idx}') for idx in range(self.num_layers)]:
+            w = layer(w)
         if update_emas and self.w_avg_beta is not None:
-            self.w_avg.lerp_(ws.detach().mean(dim=0), 1 - self.w_avg_beta)
-        if self.num_ws is not None:
-            ws = ws.unsqueeze(1).repeat(1, self.num_ws, 1)
-        if truncation_psi != 1:
-            ws = self._truncate(ws, truncation_psi, truncation_cutoff)
-        return ws
+            self.w_avg.lerp_(w.detach().mean(dim=0), 1 - self.w_avg_beta)
+        ws = w if self.num_ws is None else w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        return self._truncate(ws, truncation_psi, truncation_cutoff)
 
     def extra_repr(self):
         return f'z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}'
 
 #----------------------------------------------------------------------------
+
+def _add_modulated_weights(module, in_channels, out_channels, w_dim, kernel_size, channels_last):
+    """The parameters every modulated convolution has: affine (w -> styles, starting at 1), weight, bias."""
+    from networks import layers
+    module.affine = layers.FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+    module.weight = torch.nn.Parameter(layers.conv_kernel(out_channels, in_channels, kernel_size, channels_last))
+    module.bias = torch.nn.Parameter(torch.zeros(out_channels))
 
 @persistence.persistent_class
 class SynthesisLayer(torch.nn.Module):
@@ -260,18 +280,12 @@ class SynthesisLayer(torch.nn.Module):
         self.use_noise = use_noise
         self.activation = activation
         self.conv_clamp = conv_clamp
-        self.padding = kernel_size // 2
         self.act_gain = layers.activation_gain(activation)
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
-
-        self.affine = layers.FullyConnectedLayer(w_dim, in_channels, bias_init=1)  # every style starts at 1
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        kernel = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
-        self.weight = torch.nn.Parameter(kernel.contiguous(memory_format=layout))
-        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        layers.register_resample_filter(self, resample_filter)
+        _add_modulated_weights(self, in_channels, out_channels, w_dim, kernel_size, channels_last)
         if use_noise:
-            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
-            self.register_buffer('noise_const', torch.randn([resolution, resolution]))
+            self.register_buffer('noise_const', torch.randn(resolution, resolution))
+            self.noise_strength = torch.nn.Parameter(torch.tensor(0.0))
 
     def _noise(self, batch_size, device, noise_mode):
         if noise_mode == 'none' or not self.use_noise:
@@ -283,10 +297,9 @@ class SynthesisLayer(torch.nn.Module):
 
     def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1):
         assert noise_mode in ('random', 'const', 'none')
-        side = self.resolution // self.up
-        misc.assert_shape(x, [None, self.in_channels, side, side])
+        _check_maps(x, self.in_channels, self.resolution // self.up)
         x = modulated_conv2d(x=x, weight=self.weight, styles=self.affine(w),
-            noise=self._noise(x.shape[0], x.device, noise_mode), up=self.up, padding=self.padding,
+            noise=self._noise(x.shape[0], x.device, noise_mode), up=self.up, padding=self.weight.shape[-1] // 2,
             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
@@ -302,22 +315,17 @@ class ToRGBLayer(torch.nn.Module):
     """Modulated 1x1 convolution to image channels; no demodulation, so the equalized-lr gain rides on the styles."""
 
     def __init__(self, in_channels, out_channels, w_dim, kernel_size=1, conv_clamp=None, channels_last=False):
-        from networks import layers
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.w_dim = w_dim
         self.conv_clamp = conv_clamp
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size * kernel_size)
-        self.affine = layers.FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        kernel = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
-        self.weight = torch.nn.Parameter(kernel.contiguous(memory_format=layout))
-        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = (in_channels * kernel_size ** 2) ** -0.5
+        _add_modulated_weights(self, in_channels, out_channels, w_dim, kernel_size, channels_last)
 
     def forward(self, x, w, fused_modconv=True):
-        styles = self.affine(w) * self.weight_gain
-        y = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv)
+        y = modulated_conv2d(x=x, weight=self.weight, styles=self.affine(w) * self.weight_gain, demodulate=False,
+            fused_modconv=fused_modconv)
         return bias_act.bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp)
 
     def extra_repr(self):
@@ -347,34 +355,35 @@ class SynthesisBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
+        layers.register_resample_filter(self, resample_filter)
 
+        starts_from_const = in_channels == 0
+        self.num_conv = 1 if starts_from_const else 2
+        self.num_torgb = 1 if (is_last or architecture == 'skip') else 0
         shared = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, channels_last=self.channels_last)
-        if in_channels == 0:
-            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        if starts_from_const:
+            self.const = torch.nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, up=2, resample_filter=resample_filter,
                 **shared, **layer_kwargs)
-            self.skip = None
-            if architecture == 'resnet':
-                self.skip = layers.Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
-                    resample_filter=resample_filter, channels_last=self.channels_last)
         self.conv1 = SynthesisLayer(out_channels, out_channels, **shared, **layer_kwargs)
-        self.num_conv = 1 if in_channels == 0 else 2
-        self.num_torgb = 1 if (is_last or architecture == 'skip') else 0
         if self.num_torgb:
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp,
                 channels_last=self.channels_last)
+        self.skip = None
+        if not starts_from_const and architecture == 'resnet':
+            self.skip = layers.Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+                resample_filter=resample_filter, channels_last=self.channels_last)
 
     def _features(self, x, ws, n, dtype, layout, layer_kwargs):
         """conv0/conv1 (with the resnet shortcut) on this block's ws[0..num_conv)."""
-        if self.in_channels == 0:
+        if self.num_conv == 1:
             x = self.const.to(dtype).unsqueeze(0).expand(n, -1, -1, -1).contiguous(memory_format=layout)
             return self.conv1(x, ws[0], **layer_kwargs)
-        misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
+        _check_maps(x, self.in_channels, self.resolution // 2)
         x = x.to(dtype=dtype, memory_format=layout)
-        shortcut = self.skip(x, gain=np.sqrt(0.5)) if self.skip is not None else None
-        x = self.conv0(x, ws[0], **layer_kwargs)
+        shortcut = None if self.skip is None else self.skip(x, gain=np.sqrt(0.5))
+        x = self.conv0(x, ws[0], **layer_kwargs).contiguous(memory_format=layout)  # the FIR step returns NCHW
         if shortcut is None:
             return self.conv1(x, ws[1], **layer_kwargs)
         return shortcut.add_(self.conv1(x, ws[1], gain=np.sqrt(0.5), **layer_kwargs))
@@ -382,17 +391,17 @@ class SynthesisBlock(torch.nn.Module):
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, **layer_kwargs):
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         ws = ws.unbind(dim=1)
-        dtype = _block_dtype(self.use_fp16, force_fp32, ws[0].device)
-        layout = _block_layout(self.channels_last, dtype, ws[0].device)
-        if fused_modconv is None:
-            fused_modconv = _use_grouped_conv(self.training, dtype, ws[0].shape[0], ws[0].device)
-        x = self._features(x, ws, ws[0].shape[0], dtype, layout, dict(fused_modconv=fused_modconv, **layer_kwargs))
+        n, device = ws[0].shape[0], ws[0].device
+        dtype = _block_dtype(self.use_fp16, force_fp32, device)
+        layout = _block_layout(self.channels_last, dtype, device, 0 if self.training else self.resolution)
+        grouped = _use_grouped_conv(self.training, dtype, n, device) if fused_modconv is None else fused_modconv
+        x = self._features(x, ws, n, dtype, layout, dict(fused_modconv=grouped, **layer_kwargs))
 
         if img is not None:
-            misc.assert_shape(img, [None, self.img_channels, self.resolution // 2, self.resolution // 2])
+            _check_maps(img, self.img_channels, self.resolution // 2)
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.num_torgb:
-            rgb = self.torgb(x, ws[self.num_conv], fused_modconv=fused_modconv)
+            rgb = self.torgb(x, ws[self.num_conv], fused_modconv=grouped)
             rgb = rgb.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = rgb if img is None else img.add_(rgb)
         assert x.dtype == dtype and (img is None or img.dtype == torch.float32)
@@ -410,6 +419,9 @@ def _fp16_threshold(img_resolution, num_fp16_res):
     """Lowest resolution that runs in fp16 when the top `num_fp16_res` resolutions do (never below 8)."""
     return max(img_resolution * 2 // (2 ** num_fp16_res), 8)
 
+def _log2(resolution):
+    return resolution.bit_length() - 1
+
 @persistence.persistent_class
 class SynthesisNetwork(torch.nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, img_resolution, img_resolution], about [-1, 1]."""
@@ -420,29 +432,29 @@ class SynthesisNetwork(torch.nn.Module):
         super().__init__()
         self.w_dim = w_dim
         self.img_resolution = img_resolution
-        self.img_resolution_log2 = int(np.log2(img_resolution))
+        self.img_resolution_log2 = _log2(img_resolution)
         self.img_channels = img_channels
         self.block_resolutions = [4 << i for i in range(self.img_resolution_log2 - 1)]
         channels = _channels_per_resolution(self.block_resolutions, channel_base, channel_max)
         fp16_from = _fp16_threshold(img_resolution, num_fp16_res)
-
+        for res in self.block_resolutions:
+            self.add_module(f'b{res}', SynthesisBlock(channels.get(res // 2, 0), channels[res], w_dim=w_dim,
+                resolution=res, img_channels=img_channels, is_last=(res == img_resolution),
+                use_fp16=(res >= fp16_from), **block_kwargs))
         # A block reads its convs' ws and, for torgb, the next one, which is also the next block's first w;
         # only the last block's torgb w is its own.
-        self.num_ws = 0
-        for res in self.block_resolutions:
-            block = SynthesisBlock(channels.get(res // 2, 0), channels[res], w_dim=w_dim, resolution=res,
-                img_channels=img_channels, is_last=(res == img_resolution), use_fp16=(res >= fp16_from),
-                **block_kwargs)
-            setattr(self, f'b{res}', block)
-            self.num_ws += block.num_conv + (block.num_torgb if block.is_last else 0)
+        blocks = self._blocks()
+        self.num_ws = sum(block.num_conv for block in blocks) + blocks[-1].num_torgb
+
+    def _blocks(self):
+        return [getattr(self, f'b{res}') for res in self.block_resolutions]
 
     def forward(self, ws, **block_kwargs):
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
-        ws = ws.to(torch.float32)
+        ws = ws.float()
         x = img = None
         first = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f'b{res}')
+        for block in self._blocks():
             x, img = block(x, img, ws.narrow(1, first, block.num_conv + block.num_torgb), **block_kwargs)
             first += block.num_conv
         return img
@@ -466,8 +478,9 @@ class Generator(torch.nn.Module):
         self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
             **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.synthesis.num_ws,
+            **mapping_kwargs)
+        self.num_ws = self.mapping.num_ws
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False, update_emas=None,
                 **synthesis_kwargs):
@@ -499,22 +512,19 @@ class DiscriminatorBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
+        self.reads_image = in_channels == 0 or architecture == 'skip'
+        layers.register_resample_filter(self, resample_filter)
 
-        wanted = []
-        if in_channels == 0 or architecture == 'skip':
-            wanted.append(('fromrgb', dict(in_channels=img_channels, out_channels=tmp_channels, kernel_size=1,
-                activation=activation, conv_clamp=conv_clamp)))
-        wanted.append(('conv0', dict(in_channels=tmp_channels, out_channels=tmp_channels, kernel_size=3,
-            activation=activation, conv_clamp=conv_clamp)))
-        wanted.append(('conv1', dict(in_channels=tmp_channels, out_channels=out_channels, kernel_size=3, down=2,
-            activation=activation, conv_clamp=conv_clamp, resample_filter=resample_filter)))
+        act = dict(activation=activation, conv_clamp=conv_clamp)
+        wanted = [('fromrgb', (img_channels, tmp_channels, 1), act)] if self.reads_image else []
+        wanted.append(('conv0', (tmp_channels, tmp_channels, 3), act))
+        wanted.append(('conv1', (tmp_channels, out_channels, 3), dict(down=2, resample_filter=resample_filter, **act)))
         if architecture == 'resnet':
-            wanted.append(('skip', dict(in_channels=tmp_channels, out_channels=out_channels, kernel_size=1, down=2,
-                bias=False, resample_filter=resample_filter)))
-        for idx, (name, kwargs) in enumerate(wanted):
+            wanted.append(('skip', (tmp_channels, out_channels, 1), dict(down=2, bias=False, resample_filter=resample_filter)))
+        for idx, (name, sizes, kwargs) in enumerate(wanted):
             frozen = first_layer_idx + idx < freeze_layers
-            setattr(self, name, layers.Conv2dLayer(trainable=not frozen, channels_last=self.channels_last, **kwargs))
+            self.add_module(name, layers.Conv2dLayer(*sizes, trainable=not frozen, channels_last=self.channels_last,
+                **kwargs))
         self.num_layers = len(wanted)
 
     def forward(self, x, img, force_fp32=False):
@@ -522,20 +532,20 @@ class DiscriminatorBlock(torch.nn.Module):
         dtype = _block_dtype(self.use_fp16, force_fp32, device)
         layout = _block_layout(self.channels_last, dtype, device)
         if x is not None:
-            misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
+            _check_maps(x, self.in_channels, self.resolution)
             x = x.to(dtype=dtype, memory_format=layout)
-        if self.in_channels == 0 or self.architecture == 'skip':
-            misc.assert_shape(img, [None, self.img_channels, self.resolution, self.resolution])
+        if self.reads_image:
+            _check_maps(img, self.img_channels, self.resolution)
             img = img.to(dtype=dtype, memory_format=layout)
             features = self.fromrgb(img)
             x = features if x is None else x + features
             img = upfirdn2d.downsample2d(img, self.resample_filter) if self.architecture == 'skip' else None
 
-        if self.architecture == 'resnet':
-            shortcut = self.skip(x, gain=np.sqrt(0.5))
-            x = shortcut.add_(self.conv1(self.conv0(x), gain=np.sqrt(0.5)))
+        main = self.conv0(x)
+        if self.architecture != 'resnet':
+            x = self.conv1(main)
         else:
-            x = self.conv1(self.conv0(x))
+            x = self.skip(x, gain=np.sqrt(0.5)).add_(self.conv1(main, gain=np.sqrt(0.5)))
         assert x.dtype == dtype
         return x, img
 
@@ -559,6 +569,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.img_channels = img_channels
         self.architecture = architecture
 
+        self.fromrgb = None
         if architecture == 'skip':
             self.fromrgb = layers.Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = None
@@ -571,18 +582,17 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
     def forward(self, x, img, cmap, force_fp32=False):
         del force_fp32  # the epilogue is always float32
-        side = self.resolution
+        as_fp32 = dict(dtype=torch.float32, memory_format=torch.contiguous_format)
         if x is not None:  # None only in a 4x4 D, whose image enters through fromrgb
-            misc.assert_shape(x, [None, self.in_channels, side, side])
-            x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        if self.architecture == 'skip':
-            misc.assert_shape(img, [None, self.img_channels, side, side])
-            features = self.fromrgb(img.to(dtype=torch.float32, memory_format=torch.contiguous_format))
+            _check_maps(x, self.in_channels, self.resolution)
+            x = x.to(**as_fp32)
+        if self.fromrgb is not None:
+            _check_maps(img, self.img_channels, self.resolution)
+            features = self.fromrgb(img.to(**as_fp32))
             x = features if x is None else x + features
-        if self.mbstd is not None:
-            x = self.mbstd(x)
+        x = x if self.mbstd is None else self.mbstd(x)
         x = self.out(self.fc(self.conv(x).flatten(1)))
-        if self.cmap_dim > 0:
+        if self.cmap_dim:
             # Projection discriminator (Miyato & Koyama 2018), scaled to keep unit variance.
             misc.assert_shape(cmap, [None, self.cmap_dim])
             x = (x * cmap).sum(dim=1, keepdim=True) / np.sqrt(self.cmap_dim)
@@ -604,7 +614,7 @@ class Discriminator(torch.nn.Module):
         super().__init__()
         self.c_dim = c_dim
         self.img_resolution = img_resolution
-        self.img_resolution_log2 = int(np.log2(img_resolution))
+        self.img_resolution_log2 = _log2(img_resolution)
         self.img_channels = img_channels
         self.block_resolutions = [img_resolution >> i for i in range(self.img_resolution_log2 - 2)]
         channels = _channels_per_resolution(self.block_resolutions + [4], channel_base, channel_max)
@@ -617,7 +627,7 @@ class Discriminator(torch.nn.Module):
             block = DiscriminatorBlock(0 if res == img_resolution else channels[res], channels[res],
                 channels[res // 2], resolution=res, first_layer_idx=layer_idx, use_fp16=(res >= fp16_from),
                 **block_kwargs, **common)
-            setattr(self, f'b{res}', block)
+            self.add_module(f'b{res}', block)
             layer_idx += block.num_layers
         if c_dim > 0:
             self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None,
@@ -629,10 +639,9 @@ class Discriminator(torch.nn.Module):
 
     def forward(self, img, c, **block_kwargs):
         x = None
-        for res in self.block_resolutions:
-            x, img = getattr(self, f'b{res}')(x, img, **block_kwargs)
-        cmap = self.mapping(None, c) if self.c_dim > 0 else None
-        return self.b4(x, img, cmap)
+        for block in [getattr(self, f'b{res}') for res in self.block_resolutions]:
+            x, img = block(x, img, **block_kwargs)
+        return self.b4(x, img, self.mapping(None, c) if self.c_dim else None)
 
     def extra_repr(self):
         return f'c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}'
