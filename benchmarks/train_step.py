@@ -10,6 +10,7 @@ per kimg of lazily regularised training (Greg every 4th and Dreg every 16th step
     python benchmarks/train_step.py --res=64 --repeats=5
     python benchmarks/train_step.py --variants=baseline,fast,fast-no-matmul_demod,fast-no-channels_last
     python benchmarks/train_step.py --profile=fast         # operator table of one step
+    python benchmarks/train_step.py --res=64 --cbase=2048 --cmax=128 --map=2 --gamma=1   # the README's CPU example
 """
 
 import copy
@@ -32,13 +33,13 @@ PHASES = [('Gmain', 'G', 1), ('Greg', 'G', 4), ('Dmain', 'D', 1), ('Dreg', 'D', 
 
 #----------------------------------------------------------------------------
 
-def config_e_networks(res, c_dim):
+def config_e_networks(res, c_dim, cbase=16384, cmax=512, map_layers=8):
     """Config-e G and D as train.py builds them (fp16 settings have no effect on the CPU, the clamp does)."""
     torch.manual_seed(0)
     common = dict(c_dim=c_dim, img_resolution=res, img_channels=3)
-    G = stylegan2.Generator(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=8),
-        synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256), **common)
-    D = stylegan2.Discriminator(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256,
+    G = stylegan2.Generator(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=map_layers),
+        synthesis_kwargs=dict(channel_base=cbase, channel_max=cmax, num_fp16_res=4, conv_clamp=256), **common)
+    D = stylegan2.Discriminator(channel_base=cbase, channel_max=cmax, num_fp16_res=4, conv_clamp=256,
         epilogue_kwargs=dict(mbstd_group_size=4), **common)
     return G.train().requires_grad_(False), D.train().requires_grad_(False)
 
@@ -88,22 +89,26 @@ def profile(trainer, inputs, name):
 @click.option('--cond', help='Conditional networks with this many classes (0 = unconditional).', type=int, default=0,
               show_default=True)
 @click.option('--gamma', help='R1 weight (config-e uses 100).', type=float, default=100, show_default=True)
+@click.option('--cbase', help='Channel base, as train.py --cbase.', type=int, default=16384, show_default=True)
+@click.option('--cmax', help='Channel maximum, as train.py --cmax.', type=int, default=512, show_default=True)
+@click.option('--map', 'map_layers', help='Mapping layers, as train.py --map.', type=int, default=8, show_default=True)
 @click.option('--repeats', help='Timed steps per variant (median reported).', type=int, default=3, show_default=True)
 @click.option('--variants', help='Comma-separated variants (see benchmarks/interleaved.py).', default='baseline,fast',
               show_default=True)
 @click.option('--threads', help='torch CPU threads, 0 = torch default.', type=int, default=0, show_default=True)
 @click.option('--profile', 'profile_variant', help='Print a torch.profiler table of one step of this variant instead.',
               default=None)
-def main(res, batch, cond, gamma, repeats, variants, threads, profile_variant):
+def main(res, batch, cond, gamma, cbase, cmax, map_layers, repeats, variants, threads, profile_variant):
     """Time a config-e training step (Gmain, Greg, Dmain, Dreg, each with Adam) per computation variant."""
     if threads > 0:
         torch.set_num_threads(threads)
-    G, D = config_e_networks(res, cond)
+    G, D = config_e_networks(res, cond, cbase, cmax, map_layers)
     gen = torch.Generator().manual_seed(1)
     real = torch.rand([batch, 3, res, res], generator=gen) * 2 - 1
     z = torch.randn([batch, G.z_dim], generator=gen)
     c = torch.eye(max(cond, 1))[torch.randint(max(cond, 1), [batch], generator=gen)][:, :cond]
-    print(f'config-e training step at {res}x{res}, batch {batch}, c_dim {cond}, {torch.get_num_threads()} CPU threads')
+    print(f'config-e training step at {res}x{res}, batch {batch}, c_dim {cond}, channel base {cbase}, max {cmax}, '
+          f'{map_layers} mapping layers, {torch.get_num_threads()} CPU threads')
     if profile_variant:
         profile(Trainer(G, D, gamma), (real, c, z), profile_variant)
         return
