@@ -1,15 +1,20 @@
-"""Seconds per kimg of StyleGAN2 config-e training on CPU: 'ref' ops versus the compiled CPU ops.
+"""One config-e StyleGAN2 training step on the CPU: HistoSynth's default path versus the official computation.
 
-One training step = Gmain + Dmain every step, Greg every 4th and Dreg every 16th step (lazy
-regularisation), so s/step = t(Gmain) + t(Dmain) + t(Greg)/4 + t(Dreg)/16. Each phase is timed
-(median of --repeats, after one warm-up) with the same networks, inputs and RNG for both
-implementations; the ratio is what this script reports.
+A step runs the four phases of StyleGAN2-ADA training, Gmain, Greg (path length), Dmain and Dreg (R1),
+each followed by its Adam update, through training.loss.StyleGAN2Loss. Every variant has its own copy
+of the same networks and optimizers and gets the same batch and RNG seed per repetition; variants run
+interleaved (benchmarks/interleaved.py). Besides the time of the full step the script prints seconds
+per kimg of lazily regularised training (Greg every 4th and Dreg every 16th step, as train.py does).
 
-    python benchmarks/train_step.py                      # config-e, 64x64, batch 8
-    python benchmarks/train_step.py --res=32 --repeats=1 # quicker
+    python benchmarks/train_step.py                        # 32x32, batch 8, baseline vs fast
+    python benchmarks/train_step.py --res=64 --repeats=5
+    python benchmarks/train_step.py --variants=baseline,fast,fast-no-matmul_demod,fast-no-channels_last
+    python benchmarks/train_step.py --profile=fast         # operator table of one step
+    python benchmarks/train_step.py --res=64 --cbase=2048 --cmax=128 --map=2 --gamma=1   # the README's CPU example
 """
 
 import copy
+import inspect
 import os
 import sys
 import time
@@ -20,73 +25,113 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import dnnlib  # noqa: E402
-from torch_utils import custom_ops  # noqa: E402
-from training import presets  # noqa: E402
-from training.augment import AugmentPipe  # noqa: E402
+import interleaved  # noqa: E402
+from networks import stylegan2  # noqa: E402
 from training.loss import StyleGAN2Loss  # noqa: E402
 
-PHASES = [('Gmain', 1), ('Greg', 4), ('Dmain', 1), ('Dreg', 16)] # name, lazy interval
+PHASES = [('Gmain', 'G', 1), ('Greg', 'G', 4), ('Dmain', 'D', 1), ('Dreg', 'D', 16)]  # phase, network, lazy interval
 
+#----------------------------------------------------------------------------
 
-def build(res, cfg):
-    spec = presets.resolve_cfg(cfg, res, 1)
+def config_e_networks(res, c_dim, cbase=16384, cmax=512, map_layers=8):
+    """Config-e G and D as train.py builds them (fp16 settings have no effect on the CPU, the clamp does)."""
     torch.manual_seed(0)
-    common = dict(c_dim=0, img_resolution=res, img_channels=3)
-    G = dnnlib.util.construct_class_by_name(class_name='networks.stylegan2.Generator', z_dim=512, w_dim=512,
-        mapping_kwargs=dict(num_layers=spec.map), synthesis_kwargs=dict(channel_base=int(spec.fmaps * 32768), channel_max=512, num_fp16_res=4, conv_clamp=256), **common)
-    D = dnnlib.util.construct_class_by_name(class_name='networks.stylegan2.Discriminator', channel_base=int(spec.fmaps * 32768),
-        channel_max=512, num_fp16_res=4, conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=spec.mbstd), **common)
-    return G.train().requires_grad_(False), D.train().requires_grad_(False), spec
+    common = dict(c_dim=c_dim, img_resolution=res, img_channels=3)
+    G = stylegan2.Generator(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=map_layers),
+        synthesis_kwargs=dict(channel_base=cbase, channel_max=cmax, num_fp16_res=4, conv_clamp=256), **common)
+    D = stylegan2.Discriminator(channel_base=cbase, channel_max=cmax, num_fp16_res=4, conv_clamp=256,
+        epilogue_kwargs=dict(mbstd_group_size=4), **common)
+    return G.train().requires_grad_(False), D.train().requires_grad_(False)
 
+def make_loss(G, D, gamma):
+    """StyleGAN2Loss through its public constructor, old (G_mapping, G_synthesis) or new (G) spelling."""
+    params = inspect.signature(StyleGAN2Loss).parameters
+    nets = dict(G_mapping=G.mapping, G_synthesis=G.synthesis) if 'G_mapping' in params else dict(G=G)
+    return StyleGAN2Loss(device=torch.device('cpu'), D=D, r1_gamma=gamma, **nets)
 
-def time_phases(G, D, spec, batch, repeats, impl):
-    pipe = AugmentPipe(**presets.augpipe_specs['bgc'])
-    pipe.p.fill_(0.2)
-    loss = StyleGAN2Loss('cpu', G.mapping, G.synthesis, D, augment_pipe=pipe, r1_gamma=spec.gamma)
-    gen = torch.Generator().manual_seed(1)
-    real = torch.rand([batch, 3, G.img_resolution, G.img_resolution], generator=gen) * 2 - 1
-    z = torch.randn([batch, G.z_dim], generator=gen)
-    c = torch.zeros([batch, 0])
-    times = {}
-    with custom_ops.force_impl(impl):
-        for name, _interval in PHASES:
-            module = G if name.startswith('G') else D
-            samples = []
-            for i in range(repeats + 1):
-                torch.manual_seed(i)
-                module.requires_grad_(True)
-                t0 = time.perf_counter()
-                loss.accumulate_gradients(name, real, c, z, c, sync=True, gain=1)
-                samples.append(time.perf_counter() - t0)
-                module.requires_grad_(False)
-                for p in module.parameters():
-                    p.grad = None
-            times[name] = float(np.median(samples[1:]))
-    return times
+class Trainer:
+    """The networks, optimizers and loss of one variant."""
 
+    def __init__(self, G, D, gamma):
+        self.nets = dict(G=copy.deepcopy(G), D=copy.deepcopy(D))
+        self.opts = {key: torch.optim.Adam(net.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
+                     for key, net in self.nets.items()}
+        self.loss = make_loss(self.nets['G'], self.nets['D'], gamma)
+        params = inspect.signature(self.loss.accumulate_gradients).parameters
+        self.extra = {key: value for key, value in (('sync', True), ('cur_nimg', 0)) if key in params}
+        self.phase_seconds = {phase: [] for phase, _, _ in PHASES}
+
+    def step(self, real, c, z, seed):
+        for phase, key, _ in PHASES:
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            net, opt = self.nets[key], self.opts[key]
+            opt.zero_grad(set_to_none=True)
+            net.requires_grad_(True)
+            self.loss.accumulate_gradients(phase=phase, real_img=real, real_c=c, gen_z=z, gen_c=c, gain=1, **self.extra)
+            net.requires_grad_(False)
+            opt.step()
+            self.phase_seconds[phase].append(time.perf_counter() - start)
+
+def profile(trainer, inputs, name):
+    with interleaved.variant(name):
+        trainer.step(*inputs, seed=0)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            trainer.step(*inputs, seed=1)
+    print(f'profile of variant {name}:')
+    print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=20))
+
+#----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--cfg', help='Preset from training/presets.py', default='config-e', show_default=True)
-@click.option('--res', help='Image resolution', type=int, default=64, show_default=True)
-@click.option('--batch', help='Batch size', type=int, default=8, show_default=True)
-@click.option('--repeats', help='Timed repetitions per phase (median)', type=int, default=2, show_default=True)
-@click.option('--threads', help='torch CPU threads (0 = torch default)', type=int, default=0, show_default=True)
-def main(cfg, res, batch, repeats, threads):
-    """Print s/kimg for 'ref' and 'cpu' ops and their ratio."""
+@click.option('--res', help='Image resolution.', type=int, default=32, show_default=True)
+@click.option('--batch', help='Batch size.', type=int, default=8, show_default=True)
+@click.option('--cond', help='Conditional networks with this many classes (0 = unconditional).', type=int, default=0,
+              show_default=True)
+@click.option('--gamma', help='R1 weight (config-e uses 100).', type=float, default=100, show_default=True)
+@click.option('--cbase', help='Channel base, as train.py --cbase.', type=int, default=16384, show_default=True)
+@click.option('--cmax', help='Channel maximum, as train.py --cmax.', type=int, default=512, show_default=True)
+@click.option('--map', 'map_layers', help='Mapping layers, as train.py --map.', type=int, default=8, show_default=True)
+@click.option('--repeats', help='Timed steps per variant (median reported).', type=int, default=3, show_default=True)
+@click.option('--variants', help='Comma-separated variants (see benchmarks/interleaved.py).', default='baseline,fast',
+              show_default=True)
+@click.option('--threads', help='torch CPU threads, 0 = torch default.', type=int, default=0, show_default=True)
+@click.option('--profile', 'profile_variant', help='Print a torch.profiler table of one step of this variant instead.',
+              default=None)
+def main(res, batch, cond, gamma, cbase, cmax, map_layers, repeats, variants, threads, profile_variant):
+    """Time a config-e training step (Gmain, Greg, Dmain, Dreg, each with Adam) per computation variant."""
     if threads > 0:
         torch.set_num_threads(threads)
-    G, D, spec = build(res, cfg)
-    print(f'{cfg} at {res}x{res}, batch {batch}, {torch.get_num_threads()} thread(s)')
-    results = {}
-    for impl in ['ref', 'cpu']:
-        times = time_phases(copy.deepcopy(G), copy.deepcopy(D), spec, batch, repeats, impl)
-        sec_per_step = sum(times[name] / interval for name, interval in PHASES)
-        results[impl] = sec_per_step * 1000 / batch
-        print(f'{impl:4s}: ' + '  '.join(f'{name} {t:.3f}s' for name, t in times.items())
-              + f'  => {sec_per_step:.3f} s/step, {results[impl]:.1f} s/kimg')
-    print(f'speed-up cpu vs ref: {results["ref"] / results["cpu"]:.2f}x')
+    G, D = config_e_networks(res, cond, cbase, cmax, map_layers)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand([batch, 3, res, res], generator=gen) * 2 - 1
+    z = torch.randn([batch, G.z_dim], generator=gen)
+    c = torch.eye(max(cond, 1))[torch.randint(max(cond, 1), [batch], generator=gen)][:, :cond]
+    print(f'config-e training step at {res}x{res}, batch {batch}, c_dim {cond}, channel base {cbase}, max {cmax}, '
+          f'{map_layers} mapping layers, {torch.get_num_threads()} CPU threads')
+    if profile_variant:
+        profile(Trainer(G, D, gamma), (real, c, z), profile_variant)
+        return
 
+    names = variants.split(',')
+    trainers = {name: Trainer(G, D, gamma) for name in names}
+    # Step k of every variant uses seed k: the same style mixing, noise and path-length directions.
+    runners = {name: (lambda t=trainers[name]: t.step(real, c, z, seed=len(t.phase_seconds['Gmain'])))
+               for name in names}
+    wall, cpu = interleaved.time_interleaved(runners, repeats)
+    interleaved.print_report('wall time per step', wall)
+    interleaved.print_report('process CPU time per step', cpu)
+
+    print(f'{"per phase (median s)":<26} ' + ' '.join(f'{phase:>8}' for phase, _, _ in PHASES) + f' {"s/kimg":>8}')
+    for name, trainer in trainers.items():
+        medians = {phase: float(np.median(times[1:])) for phase, times in trainer.phase_seconds.items()}  # not warm-up
+        lazy_step = sum(medians[phase] / interval for phase, _, interval in PHASES)
+        print(f'{name:<26} ' + ' '.join(f'{medians[phase]:>8.3f}' for phase, _, _ in PHASES)
+              + f' {lazy_step * 1000 / batch:>8.1f}')
+
+#----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main() # pylint: disable=no-value-for-parameter
+    main()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

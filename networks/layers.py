@@ -1,11 +1,13 @@
-"""Layer kit shared by the GAN families: equalized-learning-rate dense and conv layers, minibatch stddev.
+"""Layer kit of HistoSynth's GAN families: equalized-learning-rate dense and convolution layers, minibatch stddev.
 
-Weights are stored as unit-variance randn (divided by the lr multiplier for dense layers) and scaled at
-run time (equalized learning rate, Karras et al. 2018), exactly as the official StyleGAN2-ADA networks
-store them, so state dicts copy 1:1 between the code bases.
+Equalized learning rate (Karras et al. 2018): a weight is kept as a unit-variance normal sample and
+multiplied at run time by He's constant 1/sqrt(fan_in), so Adam moves every layer by the same relative
+amount. A dense layer also stores its weight divided by a learning-rate multiplier and multiplies the
+multiplier back in, which slows that layer down (StyleGAN's mapping network uses 0.01). These are the
+storage conventions of the official StyleGAN2-ADA state dicts, which therefore copy 1:1.
 
-Every class here is persistent: a pickled network carries this file's source too. Keep this module's
-imports to numpy, torch and torch_utils so pickles load where the `networks` package is absent.
+The classes are persistent (a pickle carries this file's source), so only numpy, torch and torch_utils
+may be imported here.
 """
 
 import numpy as np
@@ -16,45 +18,60 @@ from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 
 #----------------------------------------------------------------------------
 
+_RECTIFIERS = ('relu', 'lrelu', 'swish')
+
 def activation_gain(activation):
-    """Default gain that keeps the activations' variance for the given bias_act activation."""
-    return bias_act.activation_funcs[activation].def_gain
+    """He et al. 2015: sqrt(2) restores the variance a rectifier halves; other activations keep gain 1."""
+    return np.sqrt(2) if activation in _RECTIFIERS else 1
+
+def _scaled(tensor, factor, dtype):
+    """`tensor` in `dtype`, multiplied by a Python scalar unless that is 1."""
+    tensor = tensor.to(dtype)
+    return tensor if factor == 1 else tensor * factor
+
+def register_resample_filter(module, taps):
+    """Give `module` its FIR low-pass filter buffer 'resample_filter' (normalised, see upfirdn2d.setup_filter)."""
+    module.register_buffer('resample_filter', upfirdn2d.setup_filter(taps))
+
+def add_tensor(module, name, value, trainable=True):
+    """Store `value` (None allowed) on `module` as a parameter, or as a buffer when frozen."""
+    if value is None:
+        setattr(module, name, None)
+    elif trainable:
+        setattr(module, name, torch.nn.Parameter(value))
+    else:
+        module.register_buffer(name, value)
+
+def conv_kernel(out_channels, in_channels, kernel_size, channels_last=False):
+    """Unit-normal kernel [out, in, k, k], optionally stored channels-last."""
+    kernel = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+    return kernel.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 #----------------------------------------------------------------------------
 
 @persistence.persistent_class
 class FullyConnectedLayer(torch.nn.Module):
-    """Dense layer y = act(x W^T * gain + b) with equalized learning rate."""
+    """act(x @ (W * lr_multiplier / sqrt(in_features))^T + b * lr_multiplier)."""
 
-    def __init__(self,
-        in_features,                # Number of input features.
-        out_features,               # Number of output features.
-        bias            = True,     # Add a learned bias?
-        activation      = 'linear', # Activation name understood by bias_act.
-        lr_multiplier   = 1,        # Learning-rate multiplier of this layer.
-        bias_init       = 0,        # Initial value of the bias.
-    ):
+    def __init__(self, in_features, out_features, bias=True, activation='linear', lr_multiplier=1, bias_init=0):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
-        # Stored divided by lr_multiplier and multiplied back at run time: the optimizer then sees a
-        # parameter whose effective step is lr * lr_multiplier.
-        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
-        self.bias = torch.nn.Parameter(torch.full([out_features], np.float32(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / np.sqrt(in_features)
-        self.bias_gain = lr_multiplier
+        # Both gains multiply the stored tensors at run time. The weight is stored divided by lr_multiplier,
+        # so it starts as N(0, 1/in_features) in effect while the optimizer's steps shrink by lr_multiplier.
+        self.weight_gain, self.bias_gain = lr_multiplier * in_features ** -0.5, lr_multiplier
+        add_tensor(self, 'weight', torch.randn([out_features, in_features]).div_(lr_multiplier))
+        add_tensor(self, 'bias', torch.full([out_features], np.float32(bias_init)) if bias else None)
 
     def forward(self, x):
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == 'linear' and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())  # one fused kernel for the common linear case
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        weight_t = _scaled(self.weight, self.weight_gain, x.dtype).t()
+        if self.bias is None:
+            return bias_act.bias_act(x.matmul(weight_t), act=self.activation)
+        bias = _scaled(self.bias, self.bias_gain, x.dtype)
+        if self.activation == 'linear':
+            return torch.addmm(bias.unsqueeze(0), x, weight_t)  # bias and product in one BLAS call
+        return bias_act.bias_act(x.matmul(weight_t), bias, act=self.activation)
 
     def extra_repr(self):
         return f'in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}'
@@ -63,21 +80,14 @@ class FullyConnectedLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class Conv2dLayer(torch.nn.Module):
-    """Convolution with equalized learning rate, optional FIR up/downsampling, bias, activation and clamp."""
+    """Square-kernel convolution with equalized lr, optional FIR up/downsampling, bias, activation, clamp.
 
-    def __init__(self,
-        in_channels,                    # Number of input channels.
-        out_channels,                   # Number of output channels.
-        kernel_size,                    # Width and height of the kernel.
-        bias            = True,         # Add a learned bias?
-        activation      = 'linear',     # Activation name understood by bias_act.
-        up              = 1,            # Integer upsampling factor.
-        down            = 1,            # Integer downsampling factor.
-        resample_filter = [1,3,3,1],    # Low-pass filter applied when resampling.
-        conv_clamp      = None,         # Clamp the output to +-X (None = no clamping); used with fp16.
-        channels_last   = False,        # Store the weight in channels_last memory format?
-        trainable       = True,         # False = weight and bias are buffers (frozen layers).
-    ):
+    `gain` of forward() multiplies the activation's output and the clamp (resnet branches use sqrt(0.5)).
+    trainable=False registers weight and bias as buffers (Freeze-D).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation='linear', up=1, down=1,
+                 resample_filter=[1,3,3,1], conv_clamp=None, channels_last=False, trainable=True):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -85,33 +95,21 @@ class Conv2dLayer(torch.nn.Module):
         self.up = up
         self.down = down
         self.conv_clamp = conv_clamp
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
-        self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
+        self.weight_gain = (in_channels * kernel_size ** 2) ** -0.5
         self.act_gain = activation_gain(activation)
-
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
-        bias = torch.zeros([out_channels]) if bias else None
-        if trainable:
-            self.weight = torch.nn.Parameter(weight)
-            self.bias = torch.nn.Parameter(bias) if bias is not None else None
-        else:
-            self.register_buffer('weight', weight)
-            if bias is not None:
-                self.register_buffer('bias', bias)
-            else:
-                self.bias = None
+        register_resample_filter(self, resample_filter)
+        add_tensor(self, 'weight', conv_kernel(out_channels, in_channels, kernel_size, channels_last), trainable)
+        add_tensor(self, 'bias', torch.zeros([out_channels]) if bias else None, trainable)
 
     def forward(self, x, gain=1):
-        w = self.weight * self.weight_gain
-        b = self.bias.to(x.dtype) if self.bias is not None else None
-        flip_weight = (self.up == 1)  # cheaper path; the transposed conv used for up=2 needs the flip
-        x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
-            padding=self.padding, flip_weight=flip_weight)
-        act_gain = self.act_gain * gain
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
+        weight = _scaled(self.weight, self.weight_gain, x.dtype)
+        # A plain correlation when not upsampling; the transposed convolution used for up > 1 wants
+        # the kernel flipped (the function is the same either way). 'Same' padding of an odd kernel.
+        x = conv2d_resample.conv2d_resample(x=x, w=weight, f=self.resample_filter, up=self.up, down=self.down,
+            padding=weight.shape[-1] // 2, flip_weight=(self.up == 1))
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        return bias_act.bias_act(x, bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
     def extra_repr(self):
         return (f'in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, '
@@ -121,33 +119,30 @@ class Conv2dLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class MinibatchStdLayer(torch.nn.Module):
-    """Appends the average stddev over groups of the minibatch as extra feature maps (Karras et al. 2018)."""
+    """Appends `num_channels` feature maps holding the mean stddev of the features within a sample's group.
 
-    def __init__(self,
-        group_size,         # Samples per group; None = the whole minibatch.
-        num_channels = 1,   # Number of stddev feature maps to append (channels are split into this many groups).
-    ):
+    Sample i belongs to group i mod (N / group_size); the channels are split into `num_channels` parts,
+    each giving one map (Karras et al. 2018).
+    """
+
+    def __init__(self, group_size, num_channels=1):
         super().__init__()
         self.group_size = group_size
         self.num_channels = num_channels
 
     def forward(self, x):
-        N, C, H, W = x.shape
-        with misc.suppress_tracer_warnings():  # traced as a constant; N is fixed per trace
-            G = torch.min(torch.as_tensor(self.group_size), torch.as_tensor(N)) if self.group_size is not None else N
-        F = self.num_channels
-        c = C // F
-
-        y = x.reshape(G, -1, F, c, H, W)    # [GnFcHW] sample i lives in group i % n, channels split in F groups
-        y = y - y.mean(dim=0)               # [GnFcHW] deviation from the group mean
-        y = y.square().mean(dim=0)          # [nFcHW]  variance over the group
-        y = (y + 1e-8).sqrt()               # [nFcHW]  stddev over the group
-        y = y.mean(dim=[2,3,4])             # [nF]     averaged over channels and pixels
-        y = y.reshape(-1, F, 1, 1)          # [nF11]
-        y = y.repeat(G, 1, H, W)            # [NFHW]   broadcast back to every sample and pixel
-        return torch.cat([x, y], dim=1)     # [N(C+F)HW]
+        n, c, h, w = x.shape
+        with misc.suppress_tracer_warnings():  # a constant per trace: the batch size is fixed
+            group = n if self.group_size is None else min(int(self.group_size), int(n))
+        parts = self.num_channels
+        grouped = x.reshape(group, -1, parts, c // parts, h, w)            # [group, N/group, parts, c/parts, h, w]
+        stddev = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt()       # over the members of each group
+        score = stddev.mean(dim=[2, 3, 4]).repeat(group, 1)               # [N, parts], sample i -> group i % (N/group)
+        maps = score.reshape(n, parts, 1, 1).expand(-1, -1, h, w)
+        return torch.cat([x, maps.to(x.dtype)], dim=1)
 
     def extra_repr(self):
         return f'group_size={self.group_size}, num_channels={self.num_channels}'
 
 #----------------------------------------------------------------------------
+# HistoSynth — see README.md.
