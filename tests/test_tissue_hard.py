@@ -99,7 +99,10 @@ def test_every_fragment_gives_a_patch(fragments, method):
     assert len(fitting) >= 6 and not missed, f'fragments {missed} of {fitting} gave no patch'
     _fitting, missed_before = pieces_without_patch(plan(path, patch_size=128, stride=32, tissue_method=method,
                                                          published_thresholds=True), canvas, labels)
-    assert missed_before  # the published 500 px on a 1/32 thumbnail drops fragments
+    # The published 500 px on a 1/32 thumbnail drops them all. (The chain's fallback, halving the size while
+    # >= 95 % of the picture is masked, rescues them only because no larger piece of tissue shares the canvas.)
+    if method == 'otsu':
+        assert set(missed_before) == set(fitting)
 
 
 @pytest.mark.parametrize('method', tissue.TISSUE_METHODS)
@@ -109,4 +112,5 @@ def test_every_tma_core_gives_a_patch(tma, method):
     assert len(fitting) >= 20 and not missed, f'cores {missed} of {fitting} gave no patch'
     _fitting, missed_before = pieces_without_patch(plan(path, patch_size=64, stride=16, tissue_method=method,
                                                          published_thresholds=True), canvas, labels)
-    assert len(missed_before) >= len(fitting) // 2
+    if method == 'otsu':
+        assert set(missed_before) == set(fitting)  # as on the real TMA of the issue: no patch at all
