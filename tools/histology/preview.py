@@ -22,7 +22,7 @@ MAX_DRAWN_BOXES = 20000
 INK_COLOR = '#ff8c00'            # orange: neither H&E nor a usual marker colour
 TARGET_ASPECT = 16 / 9           # the figure shape the panel layout aims for
 MAX_FIGURE_INCHES = (13.0, 8.0)  # width, height of the three panels together (at 100 dpi: pixels / 100)
-MAX_PANEL_INCHES = 5.0
+MAX_PANEL_INCHES = 5.0          # side of a square slide's panel
 
 
 def class_overlay(shape, cell, xy, extent, classes) -> np.ndarray:
@@ -58,7 +58,8 @@ def panel_layout(width: int, height: int) -> tuple[int, int, float]:
         return abs(math.log(cols * aspect / rows / TARGET_ASPECT))
     rows, cols = min(((1, 3), (3, 1)), key=lambda rc: mismatch(*rc))
     fit = min(MAX_FIGURE_INCHES[0] / (cols * aspect), MAX_FIGURE_INCHES[1] / rows)
-    return rows, cols, min(MAX_PANEL_INCHES, fit)
+    # Panels of about the same area whatever their shape: a tall slide gets tall panels.
+    return rows, cols, min(MAX_PANEL_INCHES / math.sqrt(aspect), fit)
 
 
 def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tuple[int, int], xy: np.ndarray,
