@@ -152,9 +152,9 @@ def adaptive_scale(thumb_shape: tuple[int, int], thumb_mpp: float | None, patch_
 
     The smallest object is `min_object_um2` when the resolution is known, else a fixed share of the thumbnail;
     never more than `patch_px`, the area one patch covers on the thumbnail, because a piece of tissue that can
-    hold a whole patch is worth keeping. Holes up to a tenth of that are filled: a fine thumbnail resolves
-    lumens and pale stroma that the published 1/32 thumbnail averaged into the tissue around them. Morphology
-    radii keep their published physical size.
+    hold a whole patch is worth keeping. Holes under a tenth of a patch (of the smallest object without one)
+    are filled: a fine thumbnail resolves lumens, pale stroma and single nuclei that the published 1/32
+    thumbnail averaged into the tissue around them. Morphology radii keep their published physical size.
     """
     if thumb_mpp is not None:
         min_object = min_object_um2 / thumb_mpp ** 2
