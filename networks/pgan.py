@@ -4,9 +4,10 @@ Both networks hold every level from 4x4 up to the full resolution R; `set_lod` p
 trained now (see networks/progressive.py). Per the paper: equalized learning rate in every layer (the
 layer kit's dense and conv layers), pixel-wise feature normalisation after every generator conv, a
 minibatch-stddev map before the discriminator's last 4x4 conv, leaky ReLU 0.2, nearest-neighbour
-up-sampling, average-pool down-sampling, 1x1 toRGB / fromRGB per level. A level's width is
-min(channel_base / 2**stage, channel_max) with stage = log2(resolution) - 1 (8192 and 512 in the paper:
-512 channels up to 32x32, then 256, 128, 64 ...).
+up-sampling, average-pool down-sampling, 1x1 toRGB / fromRGB per level. The paper's level width is
+min(8192 / 2**stage, 512) with stage = log2(resolution) - 1 (512 channels up to 32x32, then 256, 128,
+64 ...); written as min(channel_base / resolution, channel_max) with channel_base = 16384 it has the
+same meaning as StyleGAN2's channel_base, so train.py's --cbase / --cmax narrow every family alike.
 
 The networks are unconditional. The generator's `truncation_psi` scales the normalised latent towards
 0 (its only truncation knob); `noise_mode` is accepted and ignored (there is no noise input).
@@ -23,9 +24,8 @@ from torch_utils.ops import upfirdn2d
 #----------------------------------------------------------------------------
 
 def level_channels(resolution, channel_base, channel_max):
-    """Feature maps of the level at `resolution`: min(channel_base / 2**stage, channel_max), stage = log2(res) - 1."""
-    stage = int(np.log2(resolution)) - 1
-    return max(min(channel_base >> stage, channel_max), 1)
+    """Feature maps of the level at `resolution`: min(channel_base / resolution, channel_max), at least 1."""
+    return max(min(channel_base // resolution, channel_max), 1)
 
 
 def require_unconditional(family, c_dim):
@@ -68,7 +68,7 @@ class Generator(torch.nn.Module):
         c_dim,                  # Label size; must be 0 (unconditional).
         img_resolution,         # Full output resolution R (power of two).
         img_channels,           # Output colour channels.
-        channel_base = 8192,    # Width numerator: level width = min(channel_base / 2**stage, channel_max).
+        channel_base = 16384,   # Level width = min(channel_base / resolution, channel_max) (paper: 8192 / 2**stage).
         channel_max  = 512,     # Widest level.
     ):
         super().__init__()
@@ -150,7 +150,7 @@ class Discriminator(torch.nn.Module):
         c_dim,                  # Label size; must be 0 (unconditional).
         img_resolution,         # Full input resolution R (power of two).
         img_channels,           # Input colour channels.
-        channel_base = 8192,    # Width numerator, as in the generator.
+        channel_base = 16384,   # Level width numerator, as in the generator.
         channel_max  = 512,     # Widest level.
         mbstd_group_size = 4,   # Minibatch-stddev group (the batch must be a multiple of it, or smaller).
         blur_filter  = None,    # Low-pass filter before each down-sampling (StyleGAN v1: [1, 2, 1]).

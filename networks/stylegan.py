@@ -126,7 +126,7 @@ class SynthesisNetwork(torch.nn.Module):
         w_dim,                  # Intermediate latent size.
         img_resolution,         # Full output resolution R (power of two).
         img_channels,           # Output colour channels.
-        channel_base = 8192,    # Level width = min(channel_base / 2**stage, channel_max), as in PGAN.
+        channel_base = 16384,   # Level width = min(channel_base / resolution, channel_max), as in PGAN.
         channel_max  = 512,     # Widest level.
     ):
         super().__init__()

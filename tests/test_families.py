@@ -128,14 +128,14 @@ def test_fade_reals_on_hand_built_image():
 
 def _tiny_pgan(res=32):
     torch.manual_seed(0)
-    kwargs = dict(c_dim=0, img_resolution=res, img_channels=3, channel_base=128, channel_max=16)
+    kwargs = dict(c_dim=0, img_resolution=res, img_channels=3, channel_base=256, channel_max=16)
     return pgan.Generator(z_dim=16, **kwargs).requires_grad_(False), pgan.Discriminator(**kwargs).requires_grad_(False)
 
 
 def test_pgan_widths_and_building_blocks():
     G = pgan.Generator(z_dim=512, c_dim=0, img_resolution=256, img_channels=3)
     widths = [getattr(G, f'b{r}').conv1.out_channels for r in G.resolutions]
-    assert widths == [min(8192 // 2 ** (int(np.log2(r)) - 1), 512) for r in G.resolutions] == [512, 512, 512, 512, 256, 128, 64]
+    assert widths == [min(8192 // 2 ** (int(np.log2(r)) - 1), 512) for r in G.resolutions] == [512, 512, 512, 512, 256, 128, 64]  # the paper's formula
     # Equalized learning rate: unit-variance weights scaled by 1/sqrt(fan_in) at run time.
     conv = G.b64.conv0
     assert isinstance(conv, layers.Conv2dLayer) and conv.weight_gain == pytest.approx(1 / np.sqrt(512 * 9))
@@ -194,8 +194,8 @@ def test_pgan_truncation_scales_the_normalised_latent():
 def _tiny_stylegan(res=64):
     torch.manual_seed(0)
     G = stylegan.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=res, img_channels=3,
-        synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = stylegan.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=128, channel_max=16)
+        synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    D = stylegan.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=256, channel_max=16)
     return G.requires_grad_(False), D.requires_grad_(False)
 
 
