@@ -64,7 +64,7 @@ def narrow(cfg, kwargs, width):
 def train_for(cfg, data, run_dir, seconds, width, batch, phase_kimg):
     """Train one family in the shared loop until `seconds` of this process's CPU time have passed."""
     from training import options, training_loop
-    opts = dict(data=data, cfg=cfg, kimg=1e6, batch=batch, tick=batch / 1000, snap=None, metrics=['none'],
+    opts = dict(data=data, cfg=cfg, kimg=1e6, batch=batch, tick=batch / 1000, snap=None, metrics=[],
                 workers=0, aug='noaug' if cfg == 'config-e' else None, verify=False)
     if cfg in ('pgan', 'stylegan'):
         opts['phase_kimg'] = phase_kimg

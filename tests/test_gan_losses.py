@@ -85,7 +85,7 @@ def test_gradient_penalty_matches_closed_form_and_per_sample_autograd():
     D = TanhCritic()
     real, fake = torch.randn(N, C, H, H), torch.randn(N, C, H, H)
     mix = torch.rand(N, 1, 1, 1)
-    penalty, _ = gradient_penalty(D, real, fake, None, mix=mix)
+    penalty = gradient_penalty(D, real, fake, None, mix=mix)
 
     x_hat = mix * real + (1 - mix) * fake
     closed = D.a * (1 - torch.tanh(D.a * x_hat) ** 2)
@@ -107,9 +107,10 @@ def test_wasserstein_critic_step_brute_force(batch):
     real, c, z, _ = batch
     G, D = LinearG(), TanhCritic()
     loss = WassersteinGPLoss('cpu', G, D, gp_lambda=10, n_critic=5, drift=0.001)
-    assert [(p.name, p.module, p.interval, p.repeats) for p in loss.phases] == [('Dmain', 'D', 1, 5), ('Gmain', 'G', 1, 1)]
+    assert [(p.name, p.module, p.interval, p.repeats, p.uses_reals) for p in loss.phases] == [
+        ('Dmain', 'D', 1, 5, True), ('Gmain', 'G', 1, 1, False)]
     torch.manual_seed(7)
-    stats = _stats(lambda: loss.accumulate_gradients(loss.phases[0], real, c, z, c, gain=2, cur_nimg=0))
+    stats = _stats(lambda: loss.accumulate_gradients('Dmain', real, c, z, c, gain=2, cur_nimg=0))
     got = D.a.grad.clone(), D.b.grad.clone()
 
     torch.manual_seed(7)
@@ -133,7 +134,7 @@ def test_wasserstein_generator_step(batch):
     real, c, z, _ = batch
     G, D = LinearG(), TanhCritic()
     loss = WassersteinGPLoss('cpu', G, D)
-    loss.accumulate_gradients(loss.phases[1], real, c, z, c, gain=1, cur_nimg=0)
+    loss.accumulate_gradients('Gmain', None, c, z, c, gain=1, cur_nimg=0)
     A = G.A.detach().clone().requires_grad_(True)
     (-D((z @ A).reshape(-1, C, H, H)).mean()).backward()
     torch.testing.assert_close(G.A.grad, A.grad, rtol=1e-5, atol=1e-6)
@@ -144,7 +145,7 @@ def test_non_saturating_with_r1_closed_form(batch):
     G, D = LinearG(), TanhCritic()
     loss = NonSaturatingLoss('cpu', G, D, r1_gamma=10)
     assert [p.name for p in loss.phases] == ['Dmain', 'Gmain']
-    loss.accumulate_gradients(loss.phases[0], real, c, z, c, gain=1, cur_nimg=0)
+    loss.accumulate_gradients('Dmain', real, c, z, c, gain=1, cur_nimg=0)
 
     a = D.a.detach().clone().requires_grad_(True)
     b = D.b.detach().clone().requires_grad_(True)
@@ -158,7 +159,7 @@ def test_non_saturating_with_r1_closed_form(batch):
     torch.testing.assert_close(D.b.grad, b.grad, rtol=1e-5, atol=1e-6)
 
     G.zero_grad()
-    loss.accumulate_gradients(loss.phases[1], real, c, z, c, gain=1, cur_nimg=0)
+    loss.accumulate_gradients('Gmain', None, c, z, c, gain=1, cur_nimg=0)
     A = G.A.detach().clone().requires_grad_(True)
     sp(-D((z @ A).reshape(-1, C, H, H))).mean().backward()
     torch.testing.assert_close(G.A.grad, A.grad, rtol=1e-5, atol=1e-6)
@@ -169,7 +170,7 @@ def test_progressive_critic_sees_faded_reals(loss_class, batch):
     real, c, z, _ = batch
     D = ProgressiveCritic(lod=0.4)
     loss = loss_class('cpu', LinearG(), D)
-    loss.accumulate_gradients(loss.phases[0], real, c, z, c, gain=1, cur_nimg=0)
+    loss.accumulate_gradients('Dmain', real, c, z, c, gain=1, cur_nimg=0)
     faded = progressive.fade_reals(real, 0.4)
     assert not torch.allclose(faded, real)
     assert any(torch.allclose(seen, faded) for seen in D.seen)

@@ -13,45 +13,33 @@ grows progressively, so real and fake images carry the same resolution and cross
 
 import torch
 
-import dnnlib
 from networks import progressive
 from torch_utils import training_stats
+from training.loss import Loss, phase
 
 #----------------------------------------------------------------------------
 
 def gradient_penalty(D, real_img, fake_img, c, mix=None):
     """Per-sample (|grad_x D(x_hat)|_2 - 1)^2 at x_hat = mix * real + (1 - mix) * fake; mix ~ U[0, 1] per sample.
 
-    Returns ([N] penalties, critic values at x_hat). Built with create_graph so the penalty trains D.
+    `D` is any callable (img, c) -> [N, 1]. Returns the [N] penalties, built with create_graph so they train D.
     """
     if mix is None:
         mix = torch.rand([real_img.shape[0], 1, 1, 1], device=real_img.device)
     x_hat = torch.lerp(fake_img.detach(), real_img.detach(), mix).requires_grad_(True)
-    scores = D(x_hat, c)
-    grads, = torch.autograd.grad(outputs=scores.sum(), inputs=x_hat, create_graph=True)
-    return (grads.flatten(1).norm(dim=1) - 1).square(), scores
+    grads, = torch.autograd.grad(outputs=D(x_hat, c).sum(), inputs=x_hat, create_graph=True)
+    return (grads.flatten(1).norm(dim=1) - 1).square()
 
 
-class _FamilyLoss:
-    """What both family losses share: running G and D, fading reals for progressive nets, the phase list."""
+class _FamilyLoss(Loss):
+    """What both family losses share: fading reals for progressive networks and the D-then-G phase list."""
 
-    def __init__(self, device, G, D, augment_pipe=None):
-        self.device = device
-        self.G = G
-        self.D = D
-        self.augment_pipe = augment_pipe
-
-    @staticmethod
-    def _phase(name, module, repeats=1):
-        return dnnlib.EasyDict(name=name, module=module, interval=1, repeats=repeats)
+    def __init__(self, device, G, D, augment_pipe=None, n_critic=1):
+        super().__init__(device, G, D, augment_pipe)
+        self.phases = [phase('Dmain', 'D', repeats=n_critic), phase('Gmain', 'G', uses_reals=False)]
 
     def run_G(self, z, c):
         return self.G(z, c, noise_mode='random')
-
-    def run_D(self, img, c):
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        return self.D(img, c)
 
     def prepare_reals(self, real_img):
         """Reals as D should see them now: cross-faded to the current lod when D grows progressively."""
@@ -68,7 +56,6 @@ class NonSaturatingLoss(_FamilyLoss):
         super().__init__(device, G, D, augment_pipe)
         self.r1_gamma = r1_gamma
         self.style_mixing_prob = style_mixing_prob
-        self.phases = [self._phase('Dmain', 'D'), self._phase('Gmain', 'G')]
 
     def run_G(self, z, c):
         if self.style_mixing_prob <= 0 or not hasattr(self.G, 'mapping'):
@@ -77,27 +64,26 @@ class NonSaturatingLoss(_FamilyLoss):
         if torch.rand([]).item() < self.style_mixing_prob:
             # Mixing regularisation: from a random layer on, the styles come from a second latent.
             cutoff = int(torch.randint(1, ws.shape[1], []))
-            ws = torch.cat([ws[:, :cutoff], self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)[:, cutoff:]], dim=1)
+            other = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            ws = torch.cat([ws[:, :cutoff], other[:, cutoff:]], dim=1)
         return self.G.synthesis(ws, noise_mode='random')
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg=None):
-        name = phase.name if isinstance(phase, dict) else phase
-        if name == 'Gmain':
+        if phase == 'Gmain':
             fake_logits = self.run_D(self.run_G(gen_z, gen_c), gen_c)
             loss_G = torch.nn.functional.softplus(-fake_logits)
             training_stats.report('Loss/scores/fake', fake_logits)
             training_stats.report('Loss/G/loss', loss_G)
             loss_G.mean().mul(gain).backward()
             return
-        assert name == 'Dmain', name
+        assert phase == 'Dmain', phase
         with torch.no_grad():
             fake_img = self.run_G(gen_z, gen_c)
         fake_logits = self.run_D(fake_img, gen_c)
         real = self.prepare_reals(real_img).detach().requires_grad_(self.r1_gamma != 0)
-        real_logits = self.run_D(real, real_c)
+        real_logits = self.discriminate_reals(real, real_c)
         loss_D = torch.nn.functional.softplus(fake_logits) + torch.nn.functional.softplus(-real_logits)
         training_stats.report('Loss/scores/fake', fake_logits)
-        training_stats.report('Loss/scores/real', real_logits)
         training_stats.report('Loss/D/loss', loss_D)
         if self.r1_gamma != 0:
             r1_grads, = torch.autograd.grad(outputs=real_logits.sum(), inputs=real, create_graph=True)
@@ -112,35 +98,30 @@ class WassersteinGPLoss(_FamilyLoss):
     """WGAN-GP: critic minimises D(fake) - D(real) + gp_lambda * GP [+ drift * D(real)^2]; G minimises -D(fake)."""
 
     def __init__(self, device, G, D, augment_pipe=None, gp_lambda=10.0, n_critic=5, drift=0.0):
-        super().__init__(device, G, D, augment_pipe)
+        super().__init__(device, G, D, augment_pipe, n_critic=n_critic)
         self.gp_lambda = gp_lambda
         self.n_critic = n_critic
         self.drift = drift
-        self.phases = [self._phase('Dmain', 'D', repeats=n_critic), self._phase('Gmain', 'G')]
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg=None):
-        name = phase.name if isinstance(phase, dict) else phase
-        if name == 'Gmain':
+        if phase == 'Gmain':
             fake_scores = self.run_D(self.run_G(gen_z, gen_c), gen_c)
             training_stats.report('Loss/scores/fake', fake_scores)
             training_stats.report('Loss/G/loss', -fake_scores)
             (-fake_scores).mean().mul(gain).backward()
             return
-        assert name == 'Dmain', name
+        assert phase == 'Dmain', phase
         with torch.no_grad():
             fake_img = self.run_G(gen_z, gen_c)
         real = self.prepare_reals(real_img)
-        if self.augment_pipe is not None:
-            # Interpolate between the images D actually sees, so the penalty constrains that critic.
-            real, fake_img = self.augment_pipe(real), self.augment_pipe(fake_img)
-        real_scores = self.D(real, real_c)
-        fake_scores = self.D(fake_img, gen_c)
-        penalty, _ = gradient_penalty(self.D, real, fake_img, real_c)
+        real_scores = self.discriminate_reals(real, real_c)
+        fake_scores = self.run_D(fake_img, gen_c)
+        # The penalty holds the critic as the loss sees it (after augmentation, when there is any).
+        penalty = gradient_penalty(self.run_D, real, fake_img, real_c)
         loss_D = fake_scores - real_scores + self.gp_lambda * penalty.unsqueeze(1)
         if self.drift:
             loss_D = loss_D + self.drift * real_scores.square()
         training_stats.report('Loss/scores/fake', fake_scores)
-        training_stats.report('Loss/scores/real', real_scores)
         training_stats.report('Loss/gp_penalty', penalty)
         training_stats.report('Loss/D/loss', loss_D)
         loss_D.mean().mul(gain).backward()
