@@ -138,8 +138,9 @@ def test_generate_and_swd_on_every_family(cfg, runs, he64_zip, tmp_path):
         assert img.shape == (64, 64, 3) and img.std() > 0
     result = CliRunner().invoke(calc_metrics.main, [f'--network={pkl}', '--metrics=swd16', f'--data={he64_zip}'])
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith('{') and '"results"' in line]
-    results = json.loads(lines[-1])['results']  # the metric's one-line JSON result
+    # The metric's one-line JSON result (progress bars may share its line).
+    lines = [line[line.index('{"'):] for line in result.output.splitlines() if '"results"' in line]
+    results = json.loads(lines[-1])['results']
     assert set(results) == {'swd16_64', 'swd16_32', 'swd16_16', 'swd16_avg'}
     assert all(np.isfinite(v) and v > 0 for v in results.values())
 
