@@ -84,6 +84,12 @@ def _cifar_row():
 
 _NO_AUGMENT = dict(augment=False, ema_rampup=None, mbstd=None)
 _PROGRESSIVE_KNOBS = {'phase_kimg': {'schedule.phase_kimg': VALUE, 'schedule.fade_kimg': VALUE}}
+# PGAN and StyleGAN v1 size their levels as min(channel_base / resolution, channel_max), StyleGAN2's meaning.
+_PGAN_KNOBS = dict(_PROGRESSIVE_KNOBS, cbase={'G.channel_base': VALUE, 'D.channel_base': VALUE},
+                   cmax={'G.channel_max': VALUE, 'D.channel_max': VALUE})
+_STYLEGAN_KNOBS = dict(_PROGRESSIVE_KNOBS, gamma={'loss.r1_gamma': VALUE}, map={'G.mapping_kwargs.num_layers': VALUE},
+                       cbase={'G.synthesis_kwargs.channel_base': VALUE, 'D.channel_base': VALUE},
+                       cmax={'G.synthesis_kwargs.channel_max': VALUE, 'D.channel_max': VALUE})
 
 _BASELINES = {
     'dcgan': dict(
@@ -113,9 +119,9 @@ _BASELINES = {
         G_opt=dict(class_name='torch.optim.Adam', lr=1e-3, betas=[0.0, 0.99], eps=1e-8),
         D_opt=dict(class_name='torch.optim.Adam', lr=1e-3, betas=[0.0, 0.99], eps=1e-8),
         batch=16, batch_gpu=16, kimg=12000, ema_kimg=None, ema_beta=0.999,
-        res_min=8, res_max=1024, res_default_max=256, knobs=_PROGRESSIVE_KNOBS,
+        res_min=8, res_max=1024, res_default_max=256, knobs=_PGAN_KNOBS,
         source='Karras et al. 2018, "Progressive Growing of GANs for Improved Quality, Stability, and Variation" (ICLR)',
-        **_NO_AUGMENT),
+        **dict(_NO_AUGMENT, mbstd=4)),
     'stylegan': dict(
         G=dict(class_name='networks.stylegan.Generator', z_dim=512, w_dim=512), D=dict(class_name='networks.stylegan.Discriminator'),
         loss=dict(class_name='training.gan_losses.NonSaturatingLoss', r1_gamma=10, style_mixing_prob=0.9),
@@ -124,9 +130,9 @@ _BASELINES = {
         D_opt=dict(class_name='torch.optim.Adam', lr=1e-3, betas=[0.0, 0.99], eps=1e-8),
         batch=32, batch_gpu=32, kimg=25000, ema_kimg=10, ema_beta=None,
         res_min=8, res_max=1024, res_default_max=256,
-        knobs=dict(_PROGRESSIVE_KNOBS, gamma={'loss.r1_gamma': VALUE}),
+        knobs=_STYLEGAN_KNOBS,
         source='Karras et al. 2019, "A Style-Based Generator Architecture for Generative Adversarial Networks" (CVPR)',
-        **_NO_AUGMENT),
+        **dict(_NO_AUGMENT, mbstd=4)),
 }
 
 #----------------------------------------------------------------------------
