@@ -106,12 +106,12 @@ def load_encoder(path, G=None, device='cpu'):
     return E.eval().requires_grad_(False).to(device)
 
 def snapshot_paths(run_dir, cur_nimg):
-    tag = f'{cur_nimg // 1000:06d}'
+    tag = f'{cur_nimg // 1000:06d}' + (f'.{cur_nimg % 1000:03d}' if cur_nimg % 1000 else '')  # kimg, exact
     return os.path.join(run_dir, f'encoder-snapshot-{tag}.pkl'), os.path.join(run_dir, f'encoder-state-{tag}.pt')
 
 def state_path_for(snapshot_pkl):
     folder, name = os.path.split(snapshot_pkl)
-    m = re.fullmatch(r'encoder-snapshot-(\d+)\.pkl', name)
+    m = re.fullmatch(r'encoder-snapshot-(\d+(?:\.\d+)?)\.pkl', name)
     return os.path.join(folder, f'encoder-state-{m.group(1)}.pt') if m else None
 
 #----------------------------------------------------------------------------
@@ -177,8 +177,9 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
     lpips = projection.lpips_lib.load_lpips(device) if E.latent_space == 'w' and lpips_weight > 0 else None
 
     sampler = dataset_lib.ResumableSampler(len(training_set), seed=seed, start=cur_nimg)
+    training_set.close()  # forked workers must open their own zip handle, not share one file offset
     loader = iter(torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size, num_workers=workers,
-                                              persistent_workers=workers > 0))
+                                              generator=torch.Generator()))  # own generator: global RNG untouched
     os.makedirs(run_dir, exist_ok=True)
     total = int(kimg * 1000)
     tick_nimg = max(int(tick_kimg * 1000), 1)
