@@ -192,7 +192,7 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
             real = images.to(device).to(torch.float32) / 127.5 - 1
             terms = encoder_loss(G, D, E, real, kappa=kappa, lpips=lpips, lpips_weight=lpips_weight)
             if not torch.isfinite(terms.loss):
-                raise dnnlib.util.UserError(f'encoder loss became {float(terms.loss)} at image {cur_nimg}; '
+                raise dnnlib.util.UserError(f'encoder loss became {float(terms.loss.detach())} at image {cur_nimg}; '
                                             f'last good snapshot: {last_pkl or "none"}')
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
@@ -200,9 +200,9 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
             cur_nimg += batch_size
             bar.update(batch_size)
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
-            bar.set_postfix(loss=f'{float(terms.loss):.4f}')
+            bar.set_postfix(loss=f'{sums["loss"] / count:.4f}')
 
             done = cur_nimg >= total
             if not done and cur_nimg < (cur_tick + 1) * tick_nimg:
