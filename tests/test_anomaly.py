@@ -3,7 +3,6 @@
 import csv
 import itertools
 import json
-import os
 
 import numpy as np
 import PIL.Image
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 from conftest import tissue_crops
 from datasets import write_dataset_zip
 from projection_nets import image_from_w, save_snapshot, tiny_stylegan2
-from tools import anomaly, assets, cli_utils, projection, train_encoder
+from tools import anomaly, assets, cli_utils, train_encoder
 
 
 def _brute_force(labels, scores):

@@ -20,7 +20,6 @@ import re
 import time
 
 import click
-import numpy as np
 import torch
 import tqdm
 
