@@ -261,14 +261,22 @@ def _run(fn, *args, **kwargs):
 @click.option('--patch-size', help='[slides] Patch size in output pixels', type=click.IntRange(8, 4096),
               default=256, show_default=True)
 @click.option('--level', help='[slides] Pyramid level to read (default 0)', type=click.IntRange(min=0))
-@click.option('--mpp', help='[slides] Read at this resolution in um/px (nearest finer level, then resize)',
-              type=click.FloatRange(min=0, min_open=True))
+@click.option('--mpp', help='[slides] Read at this resolution in um/px (nearest finer level, then shrink; '
+              'enlarging more than 2x is refused)', type=click.FloatRange(min=0, min_open=True))
 @click.option('--tissue-min', help='[slides] Minimum tissue fraction of a kept patch', type=click.FloatRange(0, 1),
               default=0.9, show_default=True)
 @click.option('--tissue-method', help='[slides] Tissue mask method', type=click.Choice(['deep-histopath', 'otsu']),
               default='deep-histopath', show_default=True)
-@click.option('--downscale', help='[slides] Thumbnail downscale for the tissue mask', type=click.IntRange(min=1),
-              default=32, show_default=True)
+@click.option('--downscale', help='[slides] Thumbnail downscale for the tissue mask; slides under 32000 px get a '
+              'finer thumbnail, 1000 px on the long side', type=click.IntRange(min=1), default=32, show_default=True)
+@click.option('--min-tissue-area', help='[slides] Smallest piece of tissue the mask keeps, in um^2 (mpp unknown: '
+              '1/10000 of the thumbnail; never more than one patch)', type=click.FloatRange(min=0, min_open=True),
+              default=32000, show_default=True)
+@click.option('--ink-filter/--no-ink-filter', help='[slides] Remove marker ink (blue, green, navy, black, yellow: '
+              'anything outside the H&E hues) from the mask and drop patches touching it  [default: on, off with '
+              '--published-thresholds]', default=None)
+@click.option('--published-thresholds', help='[slides] Reproduce the published deep-histopath mask exactly: '
+              '1/--downscale thumbnail and 500-pixel objects whatever the slide, no ink filter', is_flag=True)
 @click.option('--sampling', help='[slides] Candidate positions', type=click.Choice(['grid', 'random']),
               default='grid', show_default=True)
 @click.option('--stride', help='[slides] Grid step in output pixels (default: patch size, no overlap)',
@@ -289,15 +297,18 @@ def _run(fn, *args, **kwargs):
 @click.option('--shard', help='[slides] Process share i of n of the sorted slide list, e.g. 0/4', metavar='i/n')
 @click.option('--preview', help='[slides] Write a Fig 2 panel per slide into this folder', metavar='DIR')
 def convert(source, dest, overwrite, max_images, transform, resolution, resize_filter, annotations, patch_size,
-            level, mpp, tissue_min, tissue_method, downscale, sampling, stride, no_overlap, patches_per_slide, label,
-            tumor_min, seed, workers, compress_level, shard, preview):
+            level, mpp, tissue_min, tissue_method, downscale, min_tissue_area, ink_filter, published_thresholds,
+            sampling, stride, no_overlap, patches_per_slide, label, tumor_min, seed, workers, compress_level, shard,
+            preview):
     """Convert images or whole-slide images into a dataset (the default command)."""
     if _run(slide_dataset.is_wsi_source, source):
         if transform is not None or resolution is not None or max_images is not None:
             raise click.ClickException('--transform, --resolution and --max-images apply to image folders only; '
                                        'use --patch-size and --level/--mpp for slides')
         opts = _run(slide_dataset.default_options, patch_size=patch_size, level=level, mpp=mpp,
-                    tissue_min=tissue_min, tissue_method=tissue_method, downscale=downscale, sampling=sampling,
+                    tissue_min=tissue_min, tissue_method=tissue_method, downscale=downscale,
+                    min_tissue_area=min_tissue_area, ink_filter=ink_filter, published_thresholds=published_thresholds,
+                    sampling=sampling,
                     stride=stride, no_overlap=no_overlap, patches_per_slide=patches_per_slide, label=label,
                     tumor_min=tumor_min, seed=seed, shard=shard, compress_level=compress_level)
         summary = _run(slide_dataset.convert_slides, source, dest, opts, annotations_dir=annotations,

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
-from tools.histology import tissue, wsi
+from tools.histology import slide_dataset, tissue, wsi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,7 +73,8 @@ def test_kept_patches_have_tissue(basic_run, slide_dir, he_image):
     assert os.path.isfile(out / 'preview' / 'slide_a.png')
     # Re-check 1 (exact): the mask's covered area, by a brute-force overlap sum over mask cells, is >= 90 %.
     with wsi.open_slide(str(slide_dir / 'slide_a.svs')) as slide:
-        mask = tissue.tissue_mask(slide.thumbnail(32))
+        mask = slide_dataset.plan_slide(slide, slide_dataset.default_options(patch_size=64)).mask
+    assert mask.shape == (1000, 749)  # a small slide gets a thumbnail 1000 px long, not 1/32
     cell = (2220 / mask.shape[1], 2967 / mask.shape[0])
     for fname, png in pngs.items():
         m = meta['patches'][fname]
@@ -390,8 +391,78 @@ def test_plain_image_as_one_level_slide(tmp_path):
 
 
 def test_top_level_help_lists_convert_options():
-    import dataset_tool
     result = CliRunner().invoke(dataset_tool.main, ['--help'])
     assert result.exit_code == 0
     for text in ('merge', '--source', '--patch-size', '--tissue-min', '--annotations', '--shard', '--preview'):
         assert text in result.output, text
+    # Every option of the default command is explained, in the top-level help as well.
+    convert = dataset_tool.main.commands['convert']
+    flat = ''.join(result.output.split())  # click wraps lines, also at hyphens
+    for param in convert.params:
+        assert param.help and len(param.help) > 15, param.name
+        assert ''.join(param.help.split())[:40] in flat, param.name
+
+
+@pytest.fixture(scope='module')
+def wrong_mpp_slide(tmp_path_factory, he_image):
+    """A real 2500x2500 H&E pyramid whose resolution tags say 896 um/px (a unit mix-up real files have)."""
+    image = np.full((2500, 2500, 3), 240, np.uint8)
+    image[:, :2220] = he_image[:2500]
+    path = tmp_path_factory.mktemp('wrong_mpp') / 'wrong_mpp.tif'
+    wsi.write_pyramid_tiff(str(path), image, levels=3, mpp=896.0)
+    return path
+
+
+def test_wrong_resolution_metadata_stops_in_seconds(wrong_mpp_slide, tmp_path):
+    import time
+    dest = tmp_path / 'huge.zip'
+    start = time.perf_counter()
+    result = run('--source', wrong_mpp_slide, '--dest', dest, '--mpp', 0.5, '--patch-size', 128, ok=False)
+    assert time.perf_counter() - start < 10
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit) and 'Traceback' not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert line.startswith('Error:') and '896 um/px' in line and '--level' in line and '1792x' in line
+    assert os.listdir(tmp_path) == []
+    # Read as stored, the slide works; the tool warns that its resolution is implausible.
+    result = run('--source', wrong_mpp_slide, '--dest', dest, '--level', 0, '--patch-size', 128,
+                 '--patches-per-slide', 5)
+    assert 'Kept: 5 patches' in result.output and 'Warning: wrong_mpp: the file says 896 um/px' in result.output
+    with wsi.open_slide(str(wrong_mpp_slide)) as slide:
+        assert not slide.mpp_plausible
+
+
+def test_output_larger_than_free_space_is_refused(slide_dir, tmp_path, monkeypatch, basic_run):
+    import collections
+    import shutil as shutil_module
+    # The estimate is close to what a real run writes (stored PNGs: exact pixels + headers).
+    dest, _output, _out = basic_run
+    estimate = slide_dataset.estimate_bytes(40, 64, 0)
+    assert 0.9 * os.path.getsize(dest) < estimate < 1.3 * os.path.getsize(dest)
+    usage = collections.namedtuple('usage', 'total used free')
+    monkeypatch.setattr(shutil_module, 'disk_usage', lambda path: usage(10 ** 9, 10 ** 9 - 10 ** 6, 10 ** 6))
+    out = tmp_path / 'out'
+    result = run('--source', slide_dir / 'slide_a.svs', '--dest', out / 'big.zip', '--patch-size', 64, ok=False)
+    (line,) = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert line.startswith('Error:') and 'would need about 5.' in line and 'only 1.0 MB is free' in line, line
+    assert not out.exists() or os.listdir(out) == []
+    monkeypatch.setattr(shutil_module, 'disk_usage', lambda path: usage(10 ** 12, 0, 10 ** 12))
+    run('--source', slide_dir / 'slide_a.svs', '--dest', out / 'big.zip', '--patch-size', 64)
+    assert os.listdir(out) == ['big.zip']
+
+
+def test_preview_fits_wide_and_tall_slides(tmp_path, he_image):
+    from tools.histology.preview import panel_layout, save_preview
+    assert panel_layout(2220, 2967)[:2] == (1, 3)
+    assert panel_layout(5600, 1000)[:2] == (3, 1)  # a wide biopsy: panels stacked
+    assert panel_layout(1000, 5600)[:2] == (1, 3)
+    wide = np.full((200, 1120, 3), 240, np.uint8)
+    wide[50:150, 100:1000] = he_image[1000:1100, 500:1400]
+    mask = np.zeros((200, 1120), bool)
+    mask[50:150, 100:1000] = True
+    for name, (picture, m) in {'wide': (wide, mask), 'tall': (wide.transpose(1, 0, 2), mask.T)}.items():
+        h, w = picture.shape[:2]
+        xy = np.array([[x, y] for y in range(0, h * 5 - 256, 256) for x in range(0, w * 5 - 256, 256)])
+        save_preview(str(tmp_path / f'{name}.png'), picture, m, (w * 5, h * 5), xy, 256, np.full(len(xy), 2),
+                     title=name)
+        pw, ph = PIL.Image.open(tmp_path / f'{name}.png').size
+        assert pw <= 1400 and ph <= 1300 and min(pw, ph) >= 400, (name, pw, ph)

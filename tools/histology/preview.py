@@ -1,6 +1,7 @@
-"""The paper's Fig 2 panel for one slide: thumbnail, tissue-filtered thumbnail, patch grid by tissue class."""
+"""The paper's Fig 2 panel for one slide: thumbnail, tissue-filtered thumbnail (ink shown apart), patches by class."""
 
 import io
+import math
 import os
 
 import matplotlib
@@ -18,6 +19,10 @@ CLASS_LABELS = {CLASS_TISSUE: '≥ 90 % tissue', CLASS_PARTIAL: '10–90 %', CLA
 
 
 MAX_DRAWN_BOXES = 20000
+INK_COLOR = '#ff8c00'            # orange: neither H&E nor a usual marker colour
+TARGET_ASPECT = 16 / 9           # the figure shape the panel layout aims for
+MAX_FIGURE_INCHES = (13.0, 8.0)  # width, height of the three panels together (at 100 dpi: pixels / 100)
+MAX_PANEL_INCHES = 5.0          # side of a square slide's panel
 
 
 def class_overlay(shape, cell, xy, extent, classes) -> np.ndarray:
@@ -42,23 +47,48 @@ def class_overlay(shape, cell, xy, extent, classes) -> np.ndarray:
     return overlay
 
 
+def panel_layout(width: int, height: int) -> tuple[int, int, float]:
+    """(rows, columns, panel height in inches) for three panels of a `width` x `height` picture.
+
+    Side by side unless the slide is so wide that stacking the panels gives a figure closer to a screen's
+    shape; then scaled to fit MAX_FIGURE_INCHES, so a 5600x1000 biopsy is as readable as a square slide.
+    """
+    aspect = width / height
+    def mismatch(rows, cols):
+        return abs(math.log(cols * aspect / rows / TARGET_ASPECT))
+    rows, cols = min(((1, 3), (3, 1)), key=lambda rc: mismatch(*rc))
+    fit = min(MAX_FIGURE_INCHES[0] / (cols * aspect), MAX_FIGURE_INCHES[1] / rows)
+    # Panels of about the same area whatever their shape: a tall slide gets tall panels.
+    return rows, cols, min(MAX_PANEL_INCHES / math.sqrt(aspect), fit)
+
+
 def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tuple[int, int], xy: np.ndarray,
-                 extent: float, classes: np.ndarray, title: str = '', dpi: int = 100) -> None:
+                 extent: float, classes: np.ndarray, title: str = '', dpi: int = 100,
+                 ink: np.ndarray | None = None) -> None:
     """Write a three-panel PNG of the slide `slide_dims` (level 0): `thumb` is any-size picture of the slide,
-    `mask` the tissue mask on its own grid, patch boxes are level-0 (x, y, extent)."""
+    `mask` the tissue mask and `ink` the marker ink removed from it (both on the mask's grid), patch boxes are
+    level-0 (x, y, extent)."""
     matplotlib.use('Agg', force=False)
     import matplotlib.patches as mpatches
     import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
 
     h, w = thumb.shape[:2]
-    # Mask shown on the picture's grid (nearest mask pixel); deep-histopath shows removed pixels black.
+    # Masks shown on the picture's grid (nearest mask pixel): removed pixels black, ink in its own colour.
     rows = np.minimum((np.arange(h) + 0.5) * mask.shape[0] / h, mask.shape[0] - 1).astype(np.int64)
     cols = np.minimum((np.arange(w) + 0.5) * mask.shape[1] / w, mask.shape[1] - 1).astype(np.int64)
     filtered = np.where(mask[rows][:, cols][..., None], thumb, 0).astype(np.uint8)
+    ink_share = 0.0
+    if ink is not None and ink.any():
+        ink_rgb = (np.array(matplotlib.colors.to_rgb(INK_COLOR)) * 255).astype(np.uint8)
+        filtered[ink[rows][:, cols]] = ink_rgb
+        ink_share = ink.mean()
     cell = (slide_dims[0] / w, slide_dims[1] / h)
-    panel_h = 4.0
-    fig, axes = plt.subplots(1, 3, figsize=(3 * panel_h * w / h + 0.6, panel_h + 0.8), dpi=dpi)
+    n_rows, n_cols, panel_h = panel_layout(w, h)
+    fig_w = n_cols * panel_h * w / h + 0.4
+    fig_h = n_rows * (panel_h + 0.3) + 0.9
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(fig_w, fig_h), dpi=dpi, squeeze=False)
+    axes = axes.ravel()
     try:
         for ax, img, name in zip(axes, (thumb, filtered, thumb), ('thumbnail', 'tissue mask', 'patches')):
             ax.imshow(img, interpolation='antialiased')
@@ -76,10 +106,12 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
             # most frequent class among the patches centred in it.
             axes[2].imshow(class_overlay((h, w), cell, xy, extent, classes), interpolation='nearest')
         handles = [mpatches.Patch(color=CLASS_COLORS[c], label=f'{CLASS_LABELS[c]} ({counts[c]})') for c in CLASS_COLORS]
-        fig.legend(handles=handles, loc='lower center', ncol=3, fontsize=8, frameon=False)
+        if ink_share > 0:
+            handles.append(mpatches.Patch(color=INK_COLOR, label=f'marker ink removed ({100 * ink_share:.1f} % of slide)'))
+        fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.tight_layout(rect=(0, 0.6 / fig_h, 1, 1))
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         buf = io.BytesIO()
         fig.savefig(buf, format='png', dpi=dpi)

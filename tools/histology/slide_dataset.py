@@ -8,6 +8,8 @@ that slide gets in a run over all slides.
 
 import glob
 import os
+import shutil
+import sys
 import time
 import zlib
 
@@ -19,18 +21,24 @@ from dnnlib.util import UserError
 
 from . import annotations as ann
 from . import patches as pt
+from . import tissue
 from .preview import save_preview
-from .tissue import DEFAULT_DOWNSCALE, TISSUE_METHODS, tissue_mask
-from .wsi import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS, is_slide_file, open_slide
+from .wsi import IMAGE_EXTENSIONS, PLAUSIBLE_MPP, SLIDE_EXTENSIONS, is_slide_file, open_slide
 
 LABEL_MODES = ('none', 'normal', 'tumor', 'from-annotations')
 SAMPLING_MODES = ('grid', 'random')
-PREVIEW_HEIGHT = 512
+PREVIEW_SIDE = 1024       # px on the long side of the preview's picture of the slide
+INK_PATCH_MAX = 0.01      # a kept patch may touch marker ink on at most this share of its area
+# Zip bytes per patch beyond its pixels: PNG chunks, local + central zip headers, the metadata.json entry.
+PATCH_OVERHEAD_BYTES = 600
+# PNG size relative to the raw pixels at zlib level >= 1 (H&E with the Up filter: about 0.6-0.75).
+COMPRESSED_SHARE = 0.8
 
 
 def default_options(**kwargs) -> EasyDict:
     opts = EasyDict(patch_size=256, level=None, mpp=None, tissue_min=0.9, tissue_method='deep-histopath',
-                    downscale=DEFAULT_DOWNSCALE, sampling='grid', stride=None, no_overlap=False,
+                    downscale=tissue.DEFAULT_DOWNSCALE, published_thresholds=False, ink_filter=None,
+                    min_tissue_area=tissue.DEFAULT_MIN_OBJECT_UM2, sampling='grid', stride=None, no_overlap=False,
                     patches_per_slide=None, label='none', tumor_min=0.5, seed=0, shard=None,
                     compress_level=pt.PNG_COMPRESS_LEVEL)
     for key, value in kwargs.items():
@@ -122,22 +130,53 @@ def slide_rng(seed: int, slide_name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(slide_name.encode('utf-8'))])
 
 
+def ink_filter_on(opts: EasyDict) -> bool:
+    """--ink-filter unless given: on, except with --published-thresholds (which reproduces the published masks)."""
+    return (not opts.published_thresholds) if opts.ink_filter is None else bool(opts.ink_filter)
+
+
+def thumbnail_downscale(slide, opts: EasyDict) -> float:
+    return tissue.thumbnail_downscale(slide.dimensions, opts.downscale, published=opts.published_thresholds)
+
+
+def mask_scale(slide, opts: EasyDict, thumb_shape: tuple[int, int], geom: EasyDict) -> EasyDict:
+    """The tissue detector's sizes for this slide's thumbnail: published pixels, or from its mpp and patch size."""
+    if opts.published_thresholds:
+        return tissue.published_scale()
+    w, h = slide.dimensions
+    cell = (w / thumb_shape[1], h / thumb_shape[0])
+    thumb_mpp = slide.mpp * (cell[0] + cell[1]) / 2 if slide.mpp is not None and slide.mpp_plausible else None
+    patch_px = (geom.extent / cell[0]) * (geom.extent / cell[1])
+    return tissue.adaptive_scale(thumb_shape, thumb_mpp, patch_px, opts.min_tissue_area)
+
+
+def check_options(opts: EasyDict) -> None:
+    if opts.tissue_method not in tissue.TISSUE_METHODS:
+        raise UserError(f'unknown --tissue-method {opts.tissue_method!r}')
+    if not 0 <= opts.tissue_min <= 1:
+        raise UserError(f'--tissue-min must be in [0, 1], got {opts.tissue_min}')
+    if not opts.min_tissue_area > 0:
+        raise UserError(f'--min-tissue-area must be positive, got {opts.min_tissue_area}')
+    if not opts.downscale >= 1:
+        raise UserError(f'--downscale must be at least 1, got {opts.downscale}')
+
+
 def plan_slide(slide, opts: EasyDict, regions: list | None = None, level_image: np.ndarray | None = None) -> EasyDict:
     """Everything about a slide's patches except their pixels.
 
     `level_image`: the patch level already decoded whole; the thumbnail is made from it when that level is
     the one the thumbnail would be read from anyway (so the mask does not depend on this shortcut).
     """
-    if opts.tissue_method not in TISSUE_METHODS:
-        raise UserError(f'unknown --tissue-method {opts.tissue_method!r}')
-    if not 0 <= opts.tissue_min <= 1:
-        raise UserError(f'--tissue-min must be in [0, 1], got {opts.tissue_min}')
+    check_options(opts)
     geom = pt.patch_geometry(slide, opts.patch_size, level=opts.level, mpp=opts.mpp)
-    if level_image is not None and slide.best_level_for_downsample(opts.downscale) == geom.level:
-        thumb = slide.thumbnail(opts.downscale, level_image=level_image, level=geom.level)
+    downscale = thumbnail_downscale(slide, opts)
+    if level_image is not None and slide.best_level_for_downsample(downscale) == geom.level:
+        thumb = slide.thumbnail(downscale, level_image=level_image, level=geom.level)
     else:
-        thumb = slide.thumbnail(opts.downscale)
-    mask = tissue_mask(thumb, opts.tissue_method)
+        thumb = slide.thumbnail(downscale)
+    found = tissue.detect_tissue(thumb, opts.tissue_method, mask_scale(slide, opts, thumb.shape[:2], geom),
+                                 ink_filter=ink_filter_on(opts))
+    mask, ink = found.tissue, found.ink
     w, h = slide.dimensions
     cell = (w / mask.shape[1], h / mask.shape[0])
     rng = slide_rng(opts.seed, slide.name)
@@ -151,6 +190,8 @@ def plan_slide(slide, opts: EasyDict, regions: list | None = None, level_image: 
     fraction = pt.box_fractions(mask, cell, xy, geom.extent)
     classes = pt.classify(fraction)
     keep = fraction >= opts.tissue_min
+    if ink.any():
+        keep &= pt.box_fractions(ink, cell, xy, geom.extent) <= INK_PATCH_MAX
     if not mask.any():
         keep[:] = False  # no tissue at all: even --tissue-min 0 keeps nothing
 
@@ -177,17 +218,18 @@ def plan_slide(slide, opts: EasyDict, regions: list | None = None, level_image: 
     kept = np.flatnonzero(keep)
     if opts.patches_per_slide is not None and len(kept) > opts.patches_per_slide:
         kept = np.sort(rng.choice(kept, size=opts.patches_per_slide, replace=False))
-    return EasyDict(geom=geom, thumb=thumb, mask=mask, cell=cell, xy=xy, fraction=fraction, classes=classes,
-                    labels=labels, tumor_fraction=tumor_fraction, kept=kept)
+    return EasyDict(geom=geom, thumb=thumb, mask=mask, ink=ink, cell=cell, xy=xy, fraction=fraction,
+                    classes=classes, labels=labels, tumor_fraction=tumor_fraction, kept=kept)
 
 
 def read_level_if_cheap(slide, opts: EasyDict) -> np.ndarray | None:
     """The whole patch level, when the thumbnail has to decode that level anyway and it fits in memory."""
     geom = pt.patch_geometry(slide, opts.patch_size, level=opts.level, mpp=opts.mpp)
     lw, lh = geom.level_dims
-    if lw * lh > pt.IN_MEMORY_MAX_PIXELS or slide.best_level_for_downsample(opts.downscale) != geom.level:
+    downscale = thumbnail_downscale(slide, opts)
+    if lw * lh > pt.IN_MEMORY_MAX_PIXELS or slide.best_level_for_downsample(downscale) != geom.level:
         return None
-    if slide.has_associated_thumbnail(opts.downscale):
+    if slide.has_associated_thumbnail(downscale):
         return None
     return slide.read_level(geom.level)
 
@@ -201,6 +243,52 @@ def patch_metadata(slide, plan: EasyDict, index: int) -> dict:
     if plan.tumor_fraction is not None:
         meta['tumor_fraction'] = round(float(plan.tumor_fraction[index]), 6)
     return meta
+
+
+# ----------------------------------------------------------------------------
+# Sanity limits: implausible resolutions, output larger than the free disk space.
+
+
+def resolution_warning(slide) -> str | None:
+    if slide.mpp_plausible:
+        return None
+    return (f'{slide.name}: the file says {slide.mpp:g} um/px, outside the {PLAUSIBLE_MPP[0]:g}-{PLAUSIBLE_MPP[1]:g} '
+            f'um/px that scanners produce; its resolution metadata is probably wrong (tissue sizes are judged '
+            f'without it; prefer --level over --mpp for this slide)')
+
+
+def estimate_bytes(count: int, size: int, compress_level: int) -> int:
+    """About how many bytes `count` patches of `size` px add to the dataset zip."""
+    raw = size * (3 * size + 1)  # stored PNG rows, each with its filter byte
+    return int(count * (raw * (1.0 if compress_level == 0 else COMPRESSED_SHARE) + PATCH_OVERHEAD_BYTES))
+
+
+def free_bytes(path: str) -> int:
+    """Free space on the file system that will hold `path` (its nearest existing folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(dest: str, needed: int, what: str) -> None:
+    free = free_bytes(dest)
+    if needed > free:
+        raise UserError(f'{what} would need about {_human(needed)} but only {_human(free)} is free at '
+                        f'{os.path.dirname(os.path.abspath(dest))}; nothing written (fewer patches: '
+                        f'--patches-per-slide, a larger --stride, or a coarser --level/--mpp)')
+
+
+def _human(n: float) -> str:
+    for unit in ('B', 'KB', 'MB', 'GB', 'TB'):
+        if n < 1000 or unit == 'TB':
+            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        n /= 1000
+    return ''
+
+
+def _warn(message: str) -> None:
+    tqdm.tqdm.write(f'Warning: {message}', file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------
@@ -219,6 +307,7 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
         raise UserError(f'--patches-per-slide must be at least 1, got {opts.patches_per_slide}')
     if opts.label == 'from-annotations' and annotations_dir is None:
         raise UserError('--label=from-annotations needs --annotations')
+    check_options(opts)
     all_slides = find_slides(source)
     if annotations_dir is not None:
         ann.check_annotation_folder(annotations_dir, [os.path.splitext(os.path.basename(p))[0] for p in all_slides])
@@ -228,7 +317,7 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
 
     stored_opts = {k: v for k, v in opts.items() if not (k == 'shard' and v is None)}
     summary = EasyDict(slides=len(slides), candidates=0, classes=dict.fromkeys(pt.CLASS_NAMES, 0),
-                       kept=0, labels={}, seconds=0.0, skipped_slides=[])
+                       kept=0, labels={}, seconds=0.0, skipped_slides=[], warnings=[])
     start = time.time()
     slide_info = {}
     with DatasetWriter(dest, overwrite=overwrite) as writer, pt.PatchReader(workers, opts.compress_level) as reader:
@@ -241,12 +330,20 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
                     regions = ann.load_annotations(ann_path) if ann_path is not None else None
                 level_image = read_level_if_cheap(slide, opts)
                 plan = plan_slide(slide, opts, regions, level_image=level_image)
+                warning = resolution_warning(slide)  # after planning: a refused --mpp gets one line, no warning
+                if warning is not None:
+                    summary.warnings.append(warning)
+                    if progress:
+                        _warn(warning)
+                # Before a single pixel is read: would this slide's patches still fit on the disk?
+                check_free_space(dest, estimate_bytes(len(plan.kept), plan.geom.size, opts.compress_level),
+                                 f'{slide.name}: {len(plan.kept)} patches of {plan.geom.size} px')
                 if preview_dir is not None:
-                    # A sharper picture than the mask's 1/32 thumbnail, about PREVIEW_HEIGHT px tall.
-                    picture = slide.thumbnail(max(1.0, slide.dimensions[1] / PREVIEW_HEIGHT))
+                    # Sharper than the mask's thumbnail: about PREVIEW_SIDE px on the long side.
+                    picture = slide.thumbnail(max(1.0, max(slide.dimensions) / PREVIEW_SIDE))
                     save_preview(os.path.join(preview_dir, slide.name + '.png'), picture, plan.mask,
                                  slide.dimensions, plan.xy, plan.geom.extent, plan.classes,
-                                 title=_preview_title(slide, plan))
+                                 title=_preview_title(slide, plan), ink=plan.ink)
                 summary.candidates += len(plan.xy)
                 for cls, name in enumerate(pt.CLASS_NAMES):
                     summary.classes[name] += int((plan.classes == cls).sum())
@@ -286,4 +383,5 @@ def format_summary(summary: EasyDict) -> str:
     lines = [f'Slides: {summary.slides}   candidates: {summary.candidates} ({classes})',
              f'Kept: {summary.kept} patches ({labels})   in {summary.seconds:.1f} s, {rate:.1f} patches/s']
     lines += [f'Skipped {s}' for s in summary.skipped_slides]
+    lines += [f'Warning: {w}' for w in summary.warnings]
     return '\n'.join(lines)

@@ -19,6 +19,11 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 
 # A slide this many times over the requested mpp still counts as "at" that mpp (scanner rounding).
 MPP_TOLERANCE = 0.02
+# Resolutions scanners and microscope cameras produce; outside, the metadata is most likely wrong (unit mix-ups).
+PLAUSIBLE_MPP = (0.1, 20.0)
+# --mpp may enlarge the finest level at most this much; more would invent pixels (and, on a slide whose
+# metadata is off by 1000x, plan millions of patches).
+MAX_ENLARGEMENT = 2.0
 
 
 def is_slide_file(path: str) -> bool:
@@ -110,6 +115,11 @@ class Slide:
     def vendor(self) -> str | None:
         return self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR)
 
+    @property
+    def mpp_plausible(self) -> bool:
+        """False when the file states a resolution outside what scanners produce (None counts as plausible)."""
+        return self.mpp is None or PLAUSIBLE_MPP[0] <= self.mpp <= PLAUSIBLE_MPP[1]
+
     def level_mpp(self, level: int) -> float | None:
         return None if self.mpp is None else self.mpp * self.level_downsamples[level]
 
@@ -138,6 +148,10 @@ class Slide:
         ratio = mpp / self.level_mpp(level)
         if abs(ratio - 1) <= MPP_TOLERANCE:
             ratio = 1.0
+        if ratio * MAX_ENLARGEMENT < 1:
+            raise UserError(f'{self.path}: the slide says {self.mpp:g} um/px at level 0, so --mpp={mpp:g} would '
+                            f'enlarge it {1 / ratio:.0f}x (at most {MAX_ENLARGEMENT:g}x allowed); if that '
+                            f'resolution is wrong, read pixels as stored with --level=0 instead of --mpp')
         return level, max(1, int(round(size * ratio)))
 
     # Pixels.

@@ -1,0 +1,132 @@
+"""networks/encoder.py and tools/train_encoder.py: loss falls, exact resume, hybrid beats lpips, the z-space path."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import write_dataset_zip
+from projection_nets import image_from_w, save_snapshot, tiny_stylegan2, tiny_z_family
+from tools import cli_utils, lpips as lpips_lib, projection, train_encoder
+
+
+def _stats(run_dir):
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def sg2_setup(tmp_path_factory):
+    """A tiny StyleGAN2 snapshot and a dataset of its own images (so a good encoder exists)."""
+    root = tmp_path_factory.mktemp('enc')
+    G, D = tiny_stylegan2(16)
+    pkl = save_snapshot(root / 'net.pkl', G, D)
+    with torch.no_grad():
+        images = np.concatenate([cli_utils.images_to_uint8(image_from_w(G, seed)[1]) for seed in range(100, 164)])
+    data = write_dataset_zip(root / 'fakes.zip', images)
+    return pkl, data, root
+
+
+@pytest.fixture(scope='module')
+def trained(sg2_setup):
+    """Straight run of 0.32 kimg (ticks of 0.08 kimg), with the default DataLoader workers."""
+    pkl, data, root = sg2_setup
+    torch.set_num_threads(1)
+    run_dir = str(root / 'straight')
+    last = train_encoder.train_encoder(pkl, data, run_dir, kimg=0.32, batch_size=16, tick_kimg=0.08, snap_ticks=2,
+                                       device='cpu', progress=False, encoder_kwargs=dict(channel_base=128, channel_max=16),
+                                       lr=1e-3)
+    return run_dir, last
+
+
+def test_encoder_loss_falls(trained):
+    run_dir, last = trained
+    rows = _stats(run_dir)
+    assert [r['tick'] for r in rows] == [1, 2, 3, 4]
+    losses = [r['Loss/loss'] for r in rows]
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.9 * losses[0], losses
+    assert {'Loss/image', 'Loss/features', 'Loss/lpips'} <= set(rows[0])
+    assert os.path.basename(last) == 'encoder-snapshot-000000.320.pkl'
+    assert os.path.isfile(train_encoder.state_path_for(last))
+
+
+def test_resume_is_exact(sg2_setup, trained):
+    pkl, data, root = sg2_setup
+    _, straight_last = trained
+    kwargs = dict(batch_size=16, tick_kimg=0.08, snap_ticks=2, device='cpu', progress=False, workers=0, lr=1e-3,
+                  encoder_kwargs=dict(channel_base=128, channel_max=16))
+    first = train_encoder.train_encoder(pkl, data, str(root / 'first'), kimg=0.16, **kwargs)
+    resumed = train_encoder.train_encoder(pkl, data, str(root / 'resumed'), kimg=0.32, resume=first, **kwargs)
+    a = train_encoder.load_encoder(straight_last).state_dict()
+    b = train_encoder.load_encoder(resumed).state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+class NearbyEncoder(torch.nn.Module):
+    """Stand-in for a well-trained encoder: returns the true w of each target plus a known error."""
+    latent_space, w_plus = 'w', False
+
+    def __init__(self, ws, error):
+        super().__init__()
+        self.ws, self.error = ws, error
+
+    def forward(self, img):
+        return self.ws[:, :1] + self.error
+
+
+def test_hybrid_reaches_a_distance_in_fewer_steps(one_thread):
+    G, _ = tiny_stylegan2(16)
+    ws, images = zip(*[image_from_w(G, seed) for seed in (7, 8)])
+    ws, target = torch.cat(ws), torch.cat(images)
+    lpips = lpips_lib.load_lpips()
+    w_avg, w_std = stats = projection.w_statistics(G)
+    error = torch.randn(ws[:, :1].shape, generator=torch.Generator().manual_seed(0)) * (0.3 * w_std / G.w_dim ** 0.5)
+    E = NearbyEncoder(ws, error)
+    steps = 30
+    plain = projection.run_method(G, target, 'lpips', num_steps=steps, lpips=lpips, w_stats=stats, progress=False)
+    hybrid = projection.run_method(G, target, 'hybrid', E=E, num_steps=steps, lpips=lpips, w_stats=stats, progress=False)
+    goal = plain.distance * 1.5   # what lpips from w_avg reaches by its last step, with some slack
+
+    def steps_to(history):
+        reached = history <= goal[None]
+        return [int(reached[:, k].float().argmax()) if reached[:, k].any() else steps for k in range(history.shape[1])]
+
+    assert all(h < p for h, p in zip(steps_to(hybrid.history), steps_to(plain.history))), \
+        (steps_to(hybrid.history), steps_to(plain.history))
+    encoded = projection.run_method(G, target, 'encoder', E=E, lpips=lpips, progress=False)
+    torch.testing.assert_close(encoded.latent, (ws[:, :1] + error).expand(-1, G.num_ws, -1))
+    torch.testing.assert_close(hybrid.history[0], encoded.distance, rtol=1e-4, atol=1e-6)  # encoder start, no jitter
+
+
+def test_z_space_encoder_mirrors_the_critic(tmp_path, he_crops):
+    """A z-space family (features() on the critic): critic-shaped encoder, tanh into z, RMSProp 5e-5."""
+    G, D = tiny_z_family(16)
+    pkl = save_snapshot(tmp_path / 'z.pkl', G, D)
+    data = write_dataset_zip(tmp_path / 'he.zip', he_crops(16, 32, seed=4))
+    last = train_encoder.train_encoder(pkl, data, str(tmp_path / 'run'), kimg=0.064, batch_size=16, tick_kimg=0.032,
+                                       device='cpu', progress=False, workers=0)
+    E = train_encoder.load_encoder(last, G)
+    assert type(E).__name__ == 'CriticEncoder' and E.latent_space == 'z'
+    convs = [m for m in E.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16] and all(c.kernel_size == (5, 5) and c.stride == (2, 2) for c in convs)
+    assert train_encoder.default_optimizer(E) == dict(class_name='torch.optim.RMSprop', lr=5e-5)
+    z = E(torch.rand([4, 3, 16, 16]) * 2 - 1)
+    assert z.shape == (4, G.z_dim) and float(z.abs().max()) < 1
+    rows = _stats(str(tmp_path / 'run'))
+    assert len(rows) == 2 and 'Loss/lpips' not in rows[0] and rows[0]['Loss/features'] > 0
+    # The features are the critic's own features(): the hook path is not used.
+    img = torch.rand([2, 3, 16, 16])
+    torch.testing.assert_close(train_encoder.discriminator_features(D, img), D.features(img, None))
+
+
+def test_stylegan2_features_are_b4_fc_and_batch_independent(one_thread):
+    _, D = tiny_stylegan2(16)
+    img = torch.rand([4, 3, 16, 16]) * 2 - 1
+    both = train_encoder.discriminator_features(D, img)
+    alone = torch.cat([train_encoder.discriminator_features(D, img[k:k + 1]) for k in range(4)])
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)
+    assert both.shape == (4, D.b4.fc.weight.shape[0])
+    assert D.b4.mbstd.group_size == 4  # restored

@@ -1,0 +1,259 @@
+"""Unsupervised anomaly scores from a GAN trained on normal tissue, and their evaluation on labelled patches.
+
+A query patch x is mapped into the latent space (tools/projection.py), giving a reconstruction x' = G(latent):
+- `--method encoder` (f-AnoGAN): A(x) = mean (x - x')^2 + kappa * mean (f(x) - f(x'))^2, f = the discriminator's
+  last feature layer (tools/train_encoder.discriminator_features), kappa = 1;
+- `--method lpips` / `hybrid` (projector): A(x) = LPIPS(x, x') + mean (x - x')^2.
+Pixels are in [-1, 1]. Every term is kept (CSV columns residual, features, lpips) whatever the method.
+
+    python -m tools.anomaly score --network=net.pkl --encoder=enc.pkl --data=patches.zip --outdir=scores
+    python -m tools.anomaly evaluate --network=net.pkl --encoder=enc.pkl --data=labelled.zip --outdir=eval
+
+`evaluate` reads 0 (normal) / 1 (tumour) labels from the dataset's dataset.json (as dataset_tool writes them) and
+prints one JSON line with AUROC, AUPR and F1max (anomalib's names; computed with scikit-learn). It writes
+scores.csv, roc.png and fig4.png (query / reconstruction / residual rows, normal and tumour separately).
+"""
+
+import csv
+import json
+import os
+
+import click
+import numpy as np
+import torch
+import tqdm
+
+import dnnlib
+from tools import cli_utils, projection
+
+SCORE_FIELDS = ('score', 'residual', 'features', 'lpips')
+
+#----------------------------------------------------------------------------
+# Scores.
+
+def score_patches(G, patches, method='encoder', E=None, D=None, kappa=1.0, num_steps=None, seed=303, batch_size=16,
+                  lpips=None, w_stats=None, progress=True):
+    """Anomaly scores of uint8 patches [N, R, R, 3] (R = G.img_resolution; numpy or torch, any device).
+
+    G: the generator (eval, on the device to use). E: encoder for 'encoder'/'hybrid'. D: the discriminator,
+    needed for the f-AnoGAN feature term of 'encoder' (optional otherwise; without it `features` is NaN).
+    Returns EasyDict of numpy arrays: score, residual, features, lpips (float64 [N]) and recon (uint8 [N, R, R, 3]).
+    """
+    patches = np.asarray(patches.cpu() if torch.is_tensor(patches) else patches)
+    if patches.ndim != 4 or patches.shape[3] != 3 or patches.dtype != np.uint8 or \
+            patches.shape[1] != G.img_resolution or patches.shape[2] != G.img_resolution:
+        raise dnnlib.util.UserError(f'patches must be uint8 [N, {G.img_resolution}, {G.img_resolution}, 3]; '
+                                    f'got {patches.dtype} {list(patches.shape)}')
+    if method == 'encoder' and D is None:
+        raise dnnlib.util.UserError('the f-AnoGAN score (--method encoder) needs the discriminator D')
+    device = next(G.parameters()).device
+    lpips = lpips if lpips is not None else projection.lpips_lib.load_lpips(device)
+    if w_stats is None and method != 'encoder' and projection.has_w_space(G):
+        w_stats = projection.w_statistics(G)
+    from tools.train_encoder import discriminator_features
+
+    out = {k: [] for k in SCORE_FIELDS + ('recon',)}
+    starts = range(0, len(patches), batch_size)
+    for start in tqdm.tqdm(starts, desc=f'scoring ({method})', unit='batch', disable=not progress or len(starts) < 2):
+        real = projection.to_float(patches[start:start + batch_size], device)
+        result = projection.run_method(G, real, method=method, E=E, num_steps=num_steps, seed=seed, lpips=lpips,
+                                       w_stats=w_stats, progress=False)
+        with torch.no_grad():
+            recon = result.images.clamp(-1, 1)
+            residual = (real - recon).square().mean(dim=(1, 2, 3))
+            if D is not None:
+                features = (discriminator_features(D, real) - discriminator_features(D, recon)).square().mean(dim=1)
+            else:
+                features = torch.full_like(residual, float('nan'))
+            distance = result.distance
+        score = residual + kappa * features if method == 'encoder' else distance + residual
+        for key, value in zip(SCORE_FIELDS, (score, residual, features, distance)):
+            out[key].append(value.double().cpu().numpy())
+        out['recon'].append(cli_utils.images_to_uint8(recon))
+    return dnnlib.EasyDict({k: np.concatenate(v) for k, v in out.items()})
+
+#----------------------------------------------------------------------------
+# Detection metrics.
+
+def detection_metrics(labels, scores):
+    """Image-level AUROC, AUPR (average precision) and F1max for labels 1 = anomalous, higher score = more anomalous."""
+    from sklearn import metrics
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if set(np.unique(labels)) != {0, 1}:
+        raise dnnlib.util.UserError('evaluation needs both normal (0) and tumour (1) patches')
+    precision, recall, _ = metrics.precision_recall_curve(labels, scores)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return dict(AUROC=float(metrics.roc_auc_score(labels, scores)),
+                AUPR=float(metrics.average_precision_score(labels, scores)),
+                F1max=float(f1.max()))
+
+#----------------------------------------------------------------------------
+# Data and outputs.
+
+def load_patches(data, resolution, labelled):
+    """(names, uint8 [N, R, R, 3], labels or None) of a dataset folder/zip; labels are dataset.json's 0/1 ints."""
+    from training import dataset as dataset_lib
+    ds = dataset_lib.ImageFolderDataset(path=data, use_labels=labelled)
+    if ds.resolution != resolution or ds.num_channels != 3:
+        raise dnnlib.util.UserError(f'{data} holds {ds.resolution}x{ds.resolution} images with {ds.num_channels} '
+                                    f'channels; the network needs {resolution}x{resolution} RGB')
+    names, images, labels = [], [], []
+    for idx in tqdm.trange(len(ds), desc='reading', unit='img', disable=len(ds) < 256):
+        details = ds.get_details(idx)
+        image, _ = ds[idx]
+        names.append(details.fname)
+        images.append(image.transpose(1, 2, 0))
+        if labelled:
+            labels.append(details.raw_label)
+    if labelled:
+        if not ds.has_labels:
+            raise dnnlib.util.UserError(f'{data} has no dataset.json labels (0 = normal, 1 = tumour)')
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind != 'i' or not set(np.unique(labels)) <= {0, 1}:
+            raise dnnlib.util.UserError(f'{data}: labels must be 0 (normal) or 1 (tumour)')
+    return names, np.stack(images), (labels if labelled else None)
+
+def write_scores_csv(path, names, result, labels=None):
+    with dnnlib.util.atomic_write(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['name'] + (['label'] if labels is not None else []) + list(SCORE_FIELDS))
+            for idx, name in enumerate(names):
+                writer.writerow([name] + ([int(labels[idx])] if labels is not None else []) +
+                                [f'{result[k][idx]:.6g}' for k in SCORE_FIELDS])
+
+def _save_figure(fig, path):
+    import matplotlib.pyplot as plt
+    with dnnlib.util.atomic_write(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=120, bbox_inches='tight')
+    plt.close(fig)
+
+def plot_roc(path, labels, scores, auroc, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from sklearn import metrics
+    fpr, tpr, _ = metrics.roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, lw=2, label=f'AUROC = {auroc:.3f}')
+    ax.plot([0, 1], [0, 1], '--', color='grey', lw=1, label='chance')
+    ax.set(xlabel='false positive rate (normal flagged)', ylabel='true positive rate (tumour found)', title=title,
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc='lower right')
+    _save_figure(fig, path)
+
+def plot_fig4(path, images, recon, labels, scores, per_class=6):
+    """Query / reconstruction / residual rows, normal patches on the left, tumour on the right (up to per_class each)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(2 * 0.9 * per_class + 1, 3 * 0.9 + 0.8))
+    for ax, cls, title in zip(axes, (0, 1), ('normal', 'tumour')):
+        idx = np.flatnonzero(labels == cls)[:per_class]
+        rows = [cli_utils.make_image_grid(images[idx], grid_w=len(idx)),
+                cli_utils.make_image_grid(recon[idx], grid_w=len(idx)),
+                cli_utils.make_image_grid(np.stack([projection.heat_map(projection.residual_map(images[i], recon[i]))
+                                                    for i in idx]), grid_w=len(idx))]
+        ax.imshow(np.concatenate(rows, axis=0))
+        res = images.shape[1]
+        ax.set_yticks([res * 0.5, res * 1.5, res * 2.5], ['query', 'reconstruction', 'residual'])
+        ax.set_xticks([res * (k + 0.5) for k in range(len(idx))], [f'{scores[i]:.3g}' for i in idx], fontsize=7)
+        ax.set_title(f'{title} (score below)')
+    _save_figure(fig, path)
+
+#----------------------------------------------------------------------------
+
+def load_models(network, method, encoder, device):
+    device = torch.device(device) if device is not None else cli_utils.default_device()
+    G = cli_utils.load_network(network, key='G_ema', device=device)
+    projection.check_generator(G)
+    D = None
+    try:
+        D = cli_utils.load_network(network, key='D', device=device)
+    except dnnlib.util.UserError:
+        if method == 'encoder':
+            raise
+    E = None
+    if method in ('encoder', 'hybrid'):
+        if encoder is None:
+            raise dnnlib.util.UserError(f'--method={method} needs --encoder')
+        from tools import train_encoder
+        E = train_encoder.load_encoder(encoder, G, device=device)
+    return G, D, E
+
+def evaluate(network, data, outdir, method='encoder', encoder=None, kappa=1.0, num_steps=None, batch_size=16,
+             device=None, progress=True):
+    """Score a labelled dataset and write scores.csv, roc.png, fig4.png and metrics.json; returns the metrics dict."""
+    G, D, E = load_models(network, method, encoder, device)
+    names, images, labels = load_patches(data, G.img_resolution, labelled=True)
+    if len(np.unique(labels)) < 2:
+        raise dnnlib.util.UserError(f'{data} must hold both normal (0) and tumour (1) patches')
+    result = score_patches(G, images, method=method, E=E, D=D, kappa=kappa, num_steps=num_steps,
+                           batch_size=batch_size, progress=progress)
+    found = detection_metrics(labels, result.score)
+    found.update(method=method, num_normal=int((labels == 0).sum()), num_tumour=int((labels == 1).sum()),
+                 network=str(network), encoder=None if encoder is None else str(encoder), data=str(data))
+    cli_utils.make_outdir(outdir)
+    write_scores_csv(os.path.join(outdir, 'scores.csv'), names, result, labels)
+    plot_roc(os.path.join(outdir, 'roc.png'), labels, result.score, found['AUROC'], title=f'{method}: {os.path.basename(str(data))}')
+    plot_fig4(os.path.join(outdir, 'fig4.png'), images, result.recon, labels, result.score)
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'metrics.json')) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(found, f, indent=2)
+    return found
+
+#----------------------------------------------------------------------------
+
+_common = [
+    click.option('--network', help='GAN snapshot trained on normal tissue (.pkl or .safetensors)', required=True),
+    click.option('--data', help='Patches: folder or zip (dataset_tool layout)', required=True),
+    click.option('--outdir', help='Output folder', required=True, metavar='DIR'),
+    click.option('--method', type=click.Choice(projection.METHODS), default='encoder', show_default=True,
+                 help='encoder: f-AnoGAN score; lpips / hybrid: projector reconstruction, LPIPS + residual score'),
+    click.option('--encoder', help='Encoder snapshot from tools.train_encoder (encoder, hybrid)', metavar='PKL'),
+    click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the feature term (encoder)'),
+    click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)  [default: 1000 / 250]'),
+    click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=16, show_default=True, help='Patches scored together'),
+    click.option('--device', help='torch device  [default: cuda if available]'),
+]
+
+def _with_common(func):
+    for option in reversed(_common):
+        func = option(func)
+    return func
+
+@click.group()
+def cli():
+    """Anomaly scores of patches under a GAN trained on normal tissue, and their evaluation."""
+
+@cli.command()
+@_with_common
+def score(network, data, outdir, method, encoder, kappa, num_steps, batch_size, device):
+    """Score every patch; writes scores.csv (name, score, residual, features, lpips)."""
+    try:
+        G, D, E = load_models(network, method, encoder, device)
+        names, images, _ = load_patches(data, G.img_resolution, labelled=False)
+        result = score_patches(G, images, method=method, E=E, D=D, kappa=kappa, num_steps=num_steps, batch_size=batch_size)
+        cli_utils.make_outdir(outdir)
+        write_scores_csv(os.path.join(outdir, 'scores.csv'), names, result)
+    except dnnlib.util.UserError as err:
+        raise click.ClickException(str(err))
+    print(f'Scored {len(names)} patches (mean score {result.score.mean():.4g}) -> {os.path.join(outdir, "scores.csv")}')
+
+@cli.command(name='evaluate')
+@_with_common
+def evaluate_cmd(network, data, outdir, method, encoder, kappa, num_steps, batch_size, device):
+    """Score a labelled dataset (0 normal, 1 tumour); print AUROC, AUPR, F1max as one JSON line."""
+    try:
+        found = evaluate(network, data, outdir, method=method, encoder=encoder, kappa=kappa, num_steps=num_steps,
+                         batch_size=batch_size, device=device)
+    except dnnlib.util.UserError as err:
+        raise click.ClickException(str(err))
+    print(json.dumps(found))
+
+if __name__ == '__main__':
+    cli()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

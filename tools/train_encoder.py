@@ -1,0 +1,279 @@
+"""Train the izi_f encoder of f-AnoGAN (Schlegl et al. 2019) for a frozen GAN.
+
+Loss per batch of real patches x:  MSE(x, G(E(x))) + kappa * MSE(f(G(E(x))), f(x)),  kappa = 1, where f is the
+discriminator's last feature layer (`D.features(img, c)` where a family has it; StyleGAN2: the output of
+`D.b4.fc`, read with a forward hook). W-space generators (StyleGAN2) get a residual encoder into W or W+ and
+an LPIPS term; z-space generators (WGAN-GP) get the critic-shaped encoder with tanh into z and RMSProp 5e-5.
+
+Run dir `<outdir>/<id>-encoder-<dataset>/`: stats.jsonl (one line per tick), encoder-snapshot-<kimg>.pkl
+(dict with E and what it was trained for) and encoder-state-<kimg>.pt beside it (optimizer and position) so
+`--resume` continues exactly where the run stopped.
+
+    python -m tools.train_encoder --network=net.pkl --data=normal.zip --outdir=encoder-runs --kimg=200
+"""
+
+import contextlib
+import json
+import os
+import pickle
+import re
+import time
+
+import click
+import numpy as np
+import torch
+import tqdm
+
+import dnnlib
+from tools import cli_utils, projection
+
+#----------------------------------------------------------------------------
+# Discriminator features.
+
+@contextlib.contextmanager
+def per_image_minibatch_std(D):
+    """Minibatch-stddev layers see each image alone, so features and scores do not depend on batch-mates."""
+    layers = [m for m in D.modules() if hasattr(m, 'group_size') and type(m).__name__ == 'MinibatchStdLayer']
+    saved = [m.group_size for m in layers]
+    for m in layers:
+        m.group_size = 1
+    try:
+        yield
+    finally:
+        for m, size in zip(layers, saved):
+            m.group_size = size
+
+def discriminator_features(D, img):
+    """f(img) [N, F]: D.features where the family has it, else the output of D.b4.fc (StyleGAN2)."""
+    c = torch.zeros([img.shape[0], getattr(D, 'c_dim', 0)], device=img.device)
+    with per_image_minibatch_std(D):
+        if hasattr(D, 'features'):
+            return D.features(img, c).flatten(1)
+        layer = getattr(getattr(D, 'b4', None), 'fc', None)
+        if layer is None:
+            raise dnnlib.util.UserError(f'{type(D).__name__} has neither features() nor b4.fc: no feature layer for the anomaly score')
+        captured = []
+        handle = layer.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+        try:
+            D(img, c)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+#----------------------------------------------------------------------------
+# Encoders and their snapshots.
+
+def build_encoder(G, D=None, w_plus=False, channel_base=None, channel_max=None):
+    """The encoder type and size for G: residual into W (or W+) for W-space generators, critic-shaped into z otherwise."""
+    from networks import encoder
+    if projection.has_w_space(G):
+        w_avg = G.mapping.w_avg if hasattr(G.mapping, 'w_avg') else projection.w_statistics(G)[0].reshape(-1)
+        kwargs = dict(img_resolution=G.img_resolution, img_channels=G.img_channels, w_dim=G.w_dim, num_ws=G.num_ws,
+                      w_plus=w_plus, w_avg=w_avg.detach().cpu().tolist())
+        kwargs.update({k: v for k, v in dict(channel_base=channel_base, channel_max=channel_max).items() if v is not None})
+        return encoder.ResidualEncoder(**kwargs)
+    if w_plus:
+        raise dnnlib.util.UserError('--w-plus needs a generator with a W space; this one takes z')
+    dim = getattr(D, 'dim', None) or (channel_max // 8 if channel_max else 64)
+    return encoder.CriticEncoder(img_resolution=G.img_resolution, img_channels=G.img_channels, z_dim=G.z_dim, dim=dim)
+
+def check_compatible(E, G):
+    """One-line UserError unless E produces latents G takes, for G's image size."""
+    w_space = projection.has_w_space(G)
+    wanted = ('w', G.w_dim, G.num_ws) if w_space else ('z', G.z_dim)
+    got = (E.latent_space, E.w_dim, E.num_ws) if E.latent_space == 'w' else (E.latent_space, E.z_dim)
+    if got != wanted or E.img_resolution != G.img_resolution or E.img_channels != G.img_channels:
+        describe = lambda space, dims, res: f'{space} {dims} at {res}x{res}'
+        raise dnnlib.util.UserError(
+            f'encoder/network mismatch: the encoder maps {E.img_resolution}x{E.img_resolution} images to '
+            f'{describe(got[0], list(got[1:]), E.img_resolution).split(" at")[0]}, the network takes '
+            f'{describe(wanted[0], list(wanted[1:]), G.img_resolution)}')
+
+def load_encoder(path, G=None, device='cpu'):
+    """E of an encoder snapshot (eval, no gradients, on device); checked against G when given."""
+    try:
+        with dnnlib.util.open_url(str(path)) as f:
+            data = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, ImportError, AttributeError) as err:
+        raise dnnlib.util.UserError(f"'{path}' is not an encoder snapshot ({type(err).__name__}: {err})") from None
+    except OSError as err:
+        raise dnnlib.util.UserError(f"cannot read encoder '{path}': {err}") from None
+    E = data.get('E', None) if isinstance(data, dict) else None
+    if not isinstance(E, torch.nn.Module) or not hasattr(E, 'latent_space'):
+        raise dnnlib.util.UserError(f"'{path}' is not an encoder snapshot (no encoder E in it)")
+    if G is not None:
+        check_compatible(E, G)
+    return E.eval().requires_grad_(False).to(device)
+
+def snapshot_paths(run_dir, cur_nimg):
+    tag = f'{cur_nimg // 1000:06d}' + (f'.{cur_nimg % 1000:03d}' if cur_nimg % 1000 else '')  # kimg, exact
+    return os.path.join(run_dir, f'encoder-snapshot-{tag}.pkl'), os.path.join(run_dir, f'encoder-state-{tag}.pt')
+
+def state_path_for(snapshot_pkl):
+    folder, name = os.path.split(snapshot_pkl)
+    m = re.fullmatch(r'encoder-snapshot-(\d+(?:\.\d+)?)\.pkl', name)
+    return os.path.join(folder, f'encoder-state-{m.group(1)}.pt') if m else None
+
+#----------------------------------------------------------------------------
+# Training.
+
+def default_optimizer(E):
+    """Adam 1e-4 for the W encoder; RMSProp 5e-5 for the critic-shaped z encoder (f-AnoGAN)."""
+    if E.latent_space == 'z':
+        return dnnlib.EasyDict(class_name='torch.optim.RMSprop', lr=5e-5)
+    return dnnlib.EasyDict(class_name='torch.optim.Adam', lr=1e-4, betas=(0.9, 0.999))
+
+def encoder_loss(G, D, E, real, kappa=1.0, lpips=None, lpips_weight=1.0):
+    """EasyDict of the loss terms for a real batch float [N, C, R, R] in [-1, 1] (total in `loss`)."""
+    latent = E(real)
+    recon = projection.synthesize(G, latent)
+    terms = dnnlib.EasyDict()
+    terms.image = (recon - real).square().mean()
+    with torch.no_grad():
+        real_features = discriminator_features(D, real)
+    terms.features = (discriminator_features(D, recon) - real_features).square().mean()
+    terms.loss = terms.image + kappa * terms.features
+    if lpips is not None:
+        terms.lpips = lpips(projection.lpips_lib.area_downsample(recon, projection.LPIPS_MAX_SIZE),
+                            projection.lpips_lib.area_downsample(real, projection.LPIPS_MAX_SIZE)).mean()
+        terms.loss = terms.loss + lpips_weight * terms.lpips
+    return terms
+
+def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lpips_weight=1.0, w_plus=False,
+                  tick_kimg=1.0, snap_ticks=10, seed=0, resume=None, workers=2, device=None, encoder_kwargs=None,
+                  lr=None, progress=True):
+    """Train E for `kimg` thousand images; writes stats.jsonl and snapshots into run_dir. Returns the last snapshot path."""
+    from training import dataset as dataset_lib
+    device = torch.device(device) if device is not None else cli_utils.default_device()
+    G = cli_utils.load_network(network, key='G_ema', device=device)
+    D = cli_utils.load_network(network, key='D', device=device)
+    projection.check_generator(G)
+    training_set = dataset_lib.ImageFolderDataset(path=data)
+    if training_set.resolution != G.img_resolution or training_set.num_channels != G.img_channels:
+        raise dnnlib.util.UserError(f'{data} holds {training_set.resolution}x{training_set.resolution} images with '
+                                    f'{training_set.num_channels} channels; the network makes {G.img_resolution}x'
+                                    f'{G.img_resolution} with {G.img_channels}')
+
+    cur_nimg = 0
+    state = None
+    if resume is not None:
+        E = load_encoder(resume, G, device=device).train().requires_grad_(True)
+        spath = state_path_for(resume)
+        if spath is None or not os.path.isfile(spath):
+            raise dnnlib.util.UserError(f'{resume} has no encoder-state file beside it; cannot resume exactly')
+        state = torch.load(spath, map_location=device, weights_only=True)
+        cur_nimg = int(state['cur_nimg'])
+        if int(state['batch_size']) != batch_size:
+            raise dnnlib.util.UserError(f'{resume} was trained with --batch={state["batch_size"]}; an exact resume needs the same')
+    else:
+        torch.manual_seed(seed)
+        E = build_encoder(G, D, w_plus=w_plus, **(encoder_kwargs or {})).to(device).train()
+    opt_spec = default_optimizer(E)
+    if lr is not None:
+        opt_spec.lr = lr
+    optimizer = dnnlib.util.construct_class_by_name(E.parameters(), **opt_spec)
+    if state is not None:
+        optimizer.load_state_dict(state['optimizer'])
+    lpips = projection.lpips_lib.load_lpips(device) if E.latent_space == 'w' and lpips_weight > 0 else None
+
+    sampler = dataset_lib.ResumableSampler(len(training_set), seed=seed, start=cur_nimg)
+    training_set.close()  # forked workers must open their own zip handle, not share one file offset
+    loader = iter(torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size, num_workers=workers,
+                                              generator=torch.Generator()))  # own generator: global RNG untouched
+    os.makedirs(run_dir, exist_ok=True)
+    total = int(kimg * 1000)
+    tick_nimg = max(int(tick_kimg * 1000), 1)
+    sums, count, tick_start, cur_tick = {}, 0, time.time(), cur_nimg // tick_nimg
+    last_pkl = resume
+    bar = tqdm.tqdm(total=total, initial=min(cur_nimg, total), unit='img', desc='encoder', disable=not progress)
+    with open(os.path.join(run_dir, 'stats.jsonl'), 'at') as stats:
+        while cur_nimg < total:
+            images, _labels = next(loader)
+            real = images.to(device).to(torch.float32) / 127.5 - 1
+            terms = encoder_loss(G, D, E, real, kappa=kappa, lpips=lpips, lpips_weight=lpips_weight)
+            if not torch.isfinite(terms.loss):
+                raise dnnlib.util.UserError(f'encoder loss became {float(terms.loss.detach())} at image {cur_nimg}; '
+                                            f'last good snapshot: {last_pkl or "none"}')
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            optimizer.step()
+            cur_nimg += batch_size
+            bar.update(batch_size)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            bar.set_postfix(loss=f'{sums["loss"] / count:.4f}')
+
+            done = cur_nimg >= total
+            if not done and cur_nimg < (cur_tick + 1) * tick_nimg:
+                continue
+            cur_tick += 1
+            now = time.time()
+            row = {f'Loss/{k}': v / count for k, v in sums.items()}
+            row.update(kimg=cur_nimg / 1000, tick=cur_tick, sec_per_kimg=(now - tick_start) / (count * batch_size) * 1000,
+                       timestamp=now)
+            stats.write(json.dumps(row) + '\n')
+            stats.flush()
+            sums, count, tick_start = {}, 0, now
+            if done or cur_tick % snap_ticks == 0:
+                last_pkl = save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight)
+    bar.close()
+    return last_pkl
+
+def save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight):
+    pkl, state = snapshot_paths(run_dir, cur_nimg)
+    E_copy = pickle.loads(pickle.dumps(E)).eval().requires_grad_(False).cpu()
+    snapshot = dict(E=E_copy, network=str(network), data=str(data), kappa=kappa, lpips_weight=lpips_weight, cur_nimg=cur_nimg)
+    with dnnlib.util.atomic_write(state) as tmp:
+        torch.save(dict(optimizer=optimizer.state_dict(), cur_nimg=cur_nimg, batch_size=batch_size), tmp)
+    with dnnlib.util.atomic_write(pkl) as tmp:
+        with open(tmp, 'wb') as f:
+            pickle.dump(snapshot, f)
+    return pkl
+
+def make_run_dir(outdir, data):
+    cli_utils.make_outdir(outdir)
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in os.listdir(outdir)) if m]
+    name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-encoder-{name}')
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', help='Frozen GAN snapshot (.pkl or .safetensors) with G_ema and D', required=True)
+@click.option('--data', help='Training patches (normal tissue): folder or zip, as for train.py', required=True)
+@click.option('--outdir', help='Parent folder of the run dir', required=True, metavar='DIR')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=100, show_default=True, help='Training length in thousands of images')
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=16, show_default=True, help='Images per step')
+@click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the discriminator-feature term')
+@click.option('--lpips', 'lpips_weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the LPIPS term (W-space encoders only)')
+@click.option('--w-plus', is_flag=True, help='Predict one w per synthesis layer (W+)')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), help='Learning rate  [default: Adam 1e-4 for W, RMSProp 5e-5 for z]')
+@click.option('--tick', 'tick_kimg', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help='kimg between stats.jsonl lines')
+@click.option('--snap', 'snap_ticks', type=click.IntRange(min=1), default=10, show_default=True, help='Ticks between snapshots')
+@click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights and the data order')
+@click.option('--resume', help='Continue exactly from an encoder-snapshot-*.pkl (its state file must sit beside it)', metavar='PKL')
+@click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader worker processes')
+@click.option('--device', help='torch device  [default: cuda if available]')
+def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, w_plus, lr, tick_kimg, snap_ticks, seed, resume, workers, device):
+    """Train an encoder from images to the latent space of a frozen GAN (f-AnoGAN izi_f).
+
+    \b
+    python -m tools.train_encoder --network=network-snapshot-000800.pkl --data=normal.zip --outdir=encoder-runs
+    """
+    try:
+        run_dir = make_run_dir(outdir, data)
+        print(f'Run dir: {run_dir}')
+        last = train_encoder(network, data, run_dir, kimg=kimg, batch_size=batch_size, kappa=kappa, lr=lr,
+                             lpips_weight=lpips_weight, w_plus=w_plus, tick_kimg=tick_kimg, snap_ticks=snap_ticks,
+                             seed=seed, resume=resume, workers=workers, device=device)
+    except dnnlib.util.UserError as err:
+        raise click.ClickException(str(err))
+    print(f'Last snapshot: {last}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
