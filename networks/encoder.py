@@ -119,3 +119,34 @@ class CriticEncoder(torch.nn.Module):
         return f'img_resolution={self.img_resolution}, z_dim={self.z_dim}'
 
 #----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class MirroredCriticEncoder(torch.nn.Module):
+    """f-AnoGAN's izi_f encoder for any critic with `features(img, c)`: a freshly initialised copy of the critic's
+    own architecture (e.g. the residual WGAN-GP critic), its features mapped linearly into z and squashed by tanh."""
+    latent_space = 'z'
+    w_plus = False
+
+    def __init__(self,
+        trunk,                      # A new critic of the generator's family (weights are trained from scratch).
+        z_dim,                      # Dimensionality of z.
+    ):
+        super().__init__()
+        self.trunk = trunk
+        self.img_resolution = trunk.img_resolution
+        self.img_channels = getattr(trunk, 'img_channels', 3)
+        self.z_dim = z_dim
+        self.w_dim = None
+        self.num_ws = None
+        with torch.no_grad():
+            probe = torch.zeros([1, self.img_channels, self.img_resolution, self.img_resolution])
+            num_features = trunk.features(probe, None).flatten(1).shape[1]
+        self.out = torch.nn.Linear(num_features, z_dim)
+
+    def forward(self, img):
+        return torch.tanh(self.out(self.trunk.features(img.to(torch.float32), None).flatten(1)))
+
+    def extra_repr(self):
+        return f'img_resolution={self.img_resolution}, z_dim={self.z_dim}, trunk={type(self.trunk).__name__}'
+
+#----------------------------------------------------------------------------

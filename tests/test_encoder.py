@@ -102,16 +102,16 @@ def test_hybrid_reaches_a_distance_in_fewer_steps(one_thread):
 
 
 def test_z_space_encoder_mirrors_the_critic(tmp_path, he_crops):
-    """A z-space family (features() on the critic): critic-shaped encoder, tanh into z, RMSProp 5e-5."""
+    """A z-space family (features() on the critic): a new copy of the critic, tanh into z, RMSProp 5e-5."""
     G, D = tiny_z_family(16)
     pkl = save_snapshot(tmp_path / 'z.pkl', G, D)
     data = write_dataset_zip(tmp_path / 'he.zip', he_crops(16, 32, seed=4))
     last = train_encoder.train_encoder(pkl, data, str(tmp_path / 'run'), kimg=0.064, batch_size=16, tick_kimg=0.032,
                                        device='cpu', progress=False, workers=0)
     E = train_encoder.load_encoder(last, G)
-    assert type(E).__name__ == 'CriticEncoder' and E.latent_space == 'z'
-    convs = [m for m in E.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [8, 16] and all(c.kernel_size == (5, 5) and c.stride == (2, 2) for c in convs)
+    assert type(E).__name__ == 'MirroredCriticEncoder' and E.latent_space == 'z'
+    assert [n for n, _ in E.trunk.named_parameters()] == [n for n, _ in D.named_parameters()]
+    assert not torch.equal(E.trunk.convs[0].weight, D.convs[0].weight)  # trained from scratch, not D's weights
     assert train_encoder.default_optimizer(E) == dict(class_name='torch.optim.RMSprop', lr=5e-5)
     z = E(torch.rand([4, 3, 16, 16]) * 2 - 1)
     assert z.shape == (4, G.z_dim) and float(z.abs().max()) < 1
@@ -120,6 +120,28 @@ def test_z_space_encoder_mirrors_the_critic(tmp_path, he_crops):
     # The features are the critic's own features(): the hook path is not used.
     img = torch.rand([2, 3, 16, 16])
     torch.testing.assert_close(train_encoder.discriminator_features(D, img), D.features(img, None))
+
+
+def test_wgan_gp_fanogan_path(tmp_path, he_crops, one_thread):
+    """networks.wgan (the f-AnoGAN baseline): encoder mirrors the residual critic, loss falls, scores are finite."""
+    from networks import wgan
+    from tools import anomaly
+    torch.manual_seed(0)
+    G = wgan.Generator(z_dim=8, c_dim=0, img_resolution=64, img_channels=3, dim=2).eval().requires_grad_(False)
+    D = wgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, dim=2).eval().requires_grad_(False)
+    pkl = save_snapshot(tmp_path / 'wgan.pkl', G, D)
+    crops = he_crops(64, 24, seed=6)
+    last = train_encoder.train_encoder(pkl, write_dataset_zip(tmp_path / 'he.zip', crops[:16]), str(tmp_path / 'run'),
+                                       kimg=0.096, batch_size=8, tick_kimg=0.032, lr=1e-3, device='cpu', progress=False,
+                                       workers=0)
+    G = cli_utils.load_network(pkl, device='cpu')
+    E = train_encoder.load_encoder(last, G)
+    assert type(E.trunk).__name__ == 'Discriminator' and E.out.in_features == 4 * 4 * 8 * 2
+    losses = [r['Loss/loss'] for r in _stats(str(tmp_path / 'run'))]
+    assert losses[-1] < losses[0], losses
+    D = cli_utils.load_network(pkl, key='D', device='cpu')
+    result = anomaly.score_patches(G, crops[16:], method='encoder', E=E, D=D, progress=False)
+    assert np.all(np.isfinite(result.score)) and np.all(result.features > 0)
 
 
 def test_stylegan2_features_are_b4_fc_and_batch_independent(one_thread):

@@ -46,10 +46,23 @@ class LinearD(torch.nn.Module):
         return (img * self.a).sum(dim=[1, 2, 3], keepdim=False).unsqueeze(1) + self.b
 
 
+class Generator(torch.nn.Module):
+    """The mapping + synthesis layout StyleGAN2Loss drives (G.mapping, G.synthesis)."""
+
+    def __init__(self, mapping, synthesis):
+        super().__init__()
+        self.mapping = mapping
+        self.synthesis = synthesis
+
+
 @pytest.fixture
 def nets():
     torch.manual_seed(0)
     return [m.requires_grad_(False) for m in (Mapping(), Synthesis(), LinearD())] # as in the loop: one module trains at a time
+
+
+def make_loss(mapping, synthesis, D, **kwargs):
+    return StyleGAN2Loss('cpu', Generator(mapping, synthesis), D, **kwargs)
 
 
 def _collect(fn):
@@ -62,12 +75,12 @@ def _collect(fn):
 
 def test_main_losses_match_closed_form(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     real = torch.randn(N, C, H, H)
 
     D.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Dmain', real, c, z, c, sync=True, gain=3))
+    stats = _collect(lambda: loss.accumulate_gradients('Dmain', real, c, z, c, gain=3))
     fake = synthesis(mapping(z, c)).detach()
     ref_D = D.a.detach().clone().requires_grad_(True), D.b.detach().clone().requires_grad_(True)
     logit = lambda x: (x * ref_D[0]).sum(dim=[1, 2, 3]) + ref_D[1]
@@ -82,7 +95,7 @@ def test_main_losses_match_closed_form(nets):
 
     D.requires_grad_(False)
     synthesis.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Gmain', real, c, z, c, sync=True, gain=1))
+    stats = _collect(lambda: loss.accumulate_gradients('Gmain', real, c, z, c, gain=1))
     A = synthesis.A.detach().clone().requires_grad_(True)
     ws = mapping(z, c).detach()
     ref = torch.nn.functional.softplus(-((ws.sum(1) @ A).reshape(-1, C, H, H) * D.a).sum(dim=[1, 2, 3]) - D.b).mean()
@@ -93,10 +106,10 @@ def test_main_losses_match_closed_form(nets):
 
 def test_r1_penalty_is_squared_input_gradient(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=4, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=4, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     D.requires_grad_(True)
-    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, sync=True, gain=16))
+    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, gain=16))
     sq = D.a.detach().square().sum().item()
     assert stats.mean('Loss/r1_penalty') == pytest.approx(sq, rel=1e-5)
     # d/da (gamma/2 |a|^2) * gain = gamma * gain * a; b gets nothing.
@@ -106,12 +119,12 @@ def test_r1_penalty_is_squared_input_gradient(nets):
 
 def test_path_length_penalty_and_mean(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=2, pl_decay=0.01, pl_batch_shrink=2)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=0, r1_gamma=0, pl_weight=2, pl_decay=0.01, pl_batch_shrink=2)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     mapping.requires_grad_(True) # the G phases train mapping and synthesis together
     synthesis.requires_grad_(True)
     torch.manual_seed(5)
-    stats = _collect(lambda: loss.accumulate_gradients('Greg', None, c, z, c, sync=True, gain=4))
+    stats = _collect(lambda: loss.accumulate_gradients('Greg', None, c, z, c, gain=4))
     # Recompute with the same noise draw: grads w.r.t. every layer's w equal A @ noise.
     torch.manual_seed(5)
     noise = torch.randn(N // 2, C, H, H) / H
@@ -126,10 +139,10 @@ def test_path_length_penalty_and_mean(nets):
 
 def test_style_mixing_switches_latents_at_a_cutoff(nets):
     mapping, synthesis, D = nets
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, style_mixing_prob=1.0, r1_gamma=0, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, style_mixing_prob=1.0, r1_gamma=0, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     torch.manual_seed(2)
-    loss.run_G(z, c)
+    loss.generate(z, c)
     ws = synthesis.seen_ws[-1]
     first = mapping.calls[-2] @ mapping.weight.detach()
     second = mapping.calls[-1] @ mapping.weight.detach()
@@ -148,11 +161,11 @@ def test_augment_pipe_sees_reals_and_fakes(nets):
         seen.append(img.shape[0])
         return img.flip(3)
 
-    loss = StyleGAN2Loss('cpu', mapping, synthesis, D, augment_pipe=pipe, style_mixing_prob=0, r1_gamma=1, pl_weight=0)
+    loss = make_loss(mapping, synthesis, D, augment_pipe=pipe, style_mixing_prob=0, r1_gamma=1, pl_weight=0)
     z, c = torch.randn(N, W_DIM), torch.zeros(N, 0)
     D.requires_grad_(True)
-    loss.accumulate_gradients('Dboth', torch.randn(N, C, H, H), c, z, c, sync=True, gain=1)
+    loss.accumulate_gradients('Dboth', torch.randn(N, C, H, H), c, z, c, gain=1)
     assert seen == [N, N] # fakes, then reals
     # R1 goes through the augmentation: |d D(flip(x)) / dx|^2 is still |a|^2.
-    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, sync=True, gain=1))
+    stats = _collect(lambda: loss.accumulate_gradients('Dreg', torch.randn(N, C, H, H), c, z, c, gain=1))
     assert stats.mean('Loss/r1_penalty') == pytest.approx(D.a.detach().square().sum().item(), rel=1e-5)

@@ -159,28 +159,67 @@ def test_option_errors(he_zip, tmp_path):
 
 
 def test_ema_override(he_zip):
-    import train
-    desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', batch=4)
+    from training import options
+    desc, args = options.build(data=he_zip, cfg='config-e', batch=4)
     assert args.ema_kimg == 10 # config-e's published half-life
-    desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', batch=4, ema=0.5)
+    desc, args = options.build(data=he_zip, cfg='config-e', batch=4, ema=0.5)
     assert args.ema_kimg == 0.5 and desc.endswith('-ema0.5')
+
+
+def _published(row):
+    """(kimg, batch, batch per GPU, mbstd group, channel_base, lr, R1 gamma, EMA kimg, EMA ramp-up, mapping layers) of a StyleGAN2 row."""
+    return (row.kimg, row.batch, row.batch_gpu, row.D.epilogue_kwargs.mbstd_group_size, row.G.synthesis_kwargs.channel_base,
+            row.G_opt.lr, row.loss.r1_gamma, row.ema_kimg, row.ema_rampup, row.G.mapping_kwargs.num_layers)
 
 
 def test_presets_keep_published_values():
     from training import presets
-    e = presets.resolve_cfg('config-e', 256, 1)
-    assert (e.ref_gpus, e.kimg, e.mb, e.mbstd, e.fmaps, e.lrate, e.gamma, e.ema, e.ramp, e.map) == (8, 25000, 32, 4, 0.5, 0.002, 100, 10, None, 8)
-    assert presets.cfg_specs['stylegan2'] == presets.cfg_specs['config-f']
-    assert presets.cfg_specs['paper256'] == dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=0.5, lrate=0.0025, gamma=1, ema=20, ramp=None, map=8)
-    auto = presets.resolve_cfg('auto', 256, 2)
-    assert (auto.mb, auto.mbstd, auto.fmaps, auto.lrate) == (32, 4, 0.5, 0.0025)
-    assert auto.gamma == pytest.approx(0.0002 * 256 ** 2 / 32) and auto.ema == pytest.approx(10)
+    # The StyleGAN2 and StyleGAN2-ADA papers' configurations (fmaps 0.5 = channel_base 16384; 8 reference GPUs).
+    assert _published(presets.resolve('config-e', 256, 1)) == (25000, 32, 4, 4, 16384, 0.002, 100, 10, None, 8)
+    assert _published(presets.resolve('config-f', 256, 1)) == (25000, 32, 4, 4, 32768, 0.002, 10, 10, None, 8)
+    assert _published(presets.resolve('paper256', 256, 1)) == (25000, 64, 8, 8, 16384, 0.0025, 1, 20, None, 8)
+    assert _published(presets.resolve('paper512', 512, 1)) == (25000, 64, 8, 8, 32768, 0.0025, 0.5, 20, None, 8)
+    assert _published(presets.resolve('paper1024', 1024, 1)) == (25000, 32, 4, 4, 32768, 0.002, 2, 10, None, 8)
+    assert _published(presets.resolve('cifar', 32, 1)) == (100000, 64, 32, 32, 32768, 0.0025, 0.01, 500, 0.05, 2)
+    assert presets.PRESETS['stylegan2'] == presets.PRESETS['config-f']
+    e = presets.resolve('config-e', 256, 1)
+    assert e.G_opt == dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8) == e.D_opt
+    cifar = presets.resolve('cifar', 32, 1)
+    assert (cifar.loss.pl_weight, cifar.loss.style_mixing_prob, cifar.D.architecture) == (0, 0, 'orig')
+    # 'auto' at 256x256 on 2 GPUs, by the ADA paper's rule worked out by hand: batch min(2 * 16, 64) = 32,
+    # group min(32 / 2, 4) = 4, gamma 0.0002 * 256^2 / 32 = 0.4096, EMA 32 * 10 / 32 = 10 kimg.
+    auto = presets.resolve('auto', 256, 2)
+    assert _published(auto)[:6] == (25000, 32, 16, 4, 16384, 0.0025)
+    assert auto.loss.r1_gamma == pytest.approx(0.4096) and auto.ema_kimg == pytest.approx(10) and auto.ema_rampup == 0.05
+
+
+def test_baseline_rows_as_the_contract_lists_them():
+    from training import presets
+    rows = {name: presets.resolve(name, 64, 1) for name in ['dcgan', 'wgan', 'pgan', 'stylegan']}
+    assert rows['dcgan'].G == dict(class_name='networks.dcgan.Generator', z_dim=100)
+    assert rows['dcgan'].loss.class_name == 'training.gan_losses.NonSaturatingLoss'
+    assert (rows['dcgan'].G_opt.lr, rows['dcgan'].G_opt.betas, rows['dcgan'].batch) == (2e-4, [0.5, 0.999], 64)
+    assert rows['wgan'].G == dict(class_name='networks.wgan.Generator', z_dim=128, dim=64)
+    assert rows['wgan'].loss == dict(class_name='training.gan_losses.WassersteinGPLoss', gp_lambda=10, n_critic=5)
+    assert (rows['wgan'].D_opt.lr, rows['wgan'].D_opt.betas) == (1e-4, [0.0, 0.9])
+    assert rows['pgan'].loss == dict(class_name='training.gan_losses.WassersteinGPLoss', gp_lambda=10, n_critic=1, drift=0.001)
+    assert rows['pgan'].ema_beta == 0.999 and rows['stylegan'].ema_kimg == 10
+    assert rows['stylegan'].loss == dict(class_name='training.gan_losses.NonSaturatingLoss', r1_gamma=10, style_mixing_prob=0.9)
+    for name in ['pgan', 'stylegan']:
+        assert rows[name].schedule == dict(class_name='training.schedules.ProgressiveGrowing', start_resolution=8, phase_kimg=600, fade_kimg=600)
+        assert (rows[name].G_opt.lr, rows[name].G_opt.betas, rows[name].G_opt.eps) == (1e-3, [0.0, 0.99], 1e-8)
+        assert rows[name].res_default_max == 256
+    for name in ['dcgan', 'wgan']:
+        assert (rows[name].res_min, rows[name].res_max, rows[name].ema_kimg, rows[name].ema_beta) == (64, 64, None, None)
+    for name, row in rows.items():
+        assert not row.augment and row.source, name
 
 
 _DDP_SCRIPT = r'''
 import copy, json, sys
 import dnnlib, train
-desc, args = train.setup_training_loop_kwargs(data=sys.argv[1], cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
+from training import options
+desc, args = options.build(data=sys.argv[1], cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
     gpus=int(sys.argv[3]), aug='noaug', tick=0.004, snap=1, workers=0, metrics=[], seed=1, kimg=0.004)
 args.G_kwargs.synthesis_kwargs.use_noise = False   # per-rank noise draws would differ from one process's
 args.loss_kwargs.style_mixing_prob = 0              # likewise the per-rank mixing cutoff
@@ -238,16 +277,16 @@ class NaNAtThirdDmainLoss(__import__('training.loss', fromlist=['StyleGAN2Loss']
             self.poisoned = self.dmain_calls >= 3
         return super().accumulate_gradients(phase, *args, **kwargs)
 
-    def run_D(self, img, c, sync=True):
-        logits = super().run_D(img, c, sync)
+    def run_D(self, img, c):
+        logits = super().run_D(img, c)
         return logits * float('nan') if self.poisoned else logits
 
 
 def test_nan_loss_aborts_naming_phase_and_keeps_last_snapshot(he_zip, tmp_path, monkeypatch):
     import dnnlib
-    import train
+    from training import options
     monkeypatch.setenv('HISTOSYNTH_OPS_IMPL', 'ref')
-    _desc, args = train.setup_training_loop_kwargs(data=he_zip, cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
+    _desc, args = options.build(data=he_zip, cfg='config-e', cbase=256, cmax=64, map=2, batch=4,
                                                    aug='noaug', tick=0.008, snap=1, workers=0, metrics=[], kimg=1)
     args.loss_kwargs.class_name = f'{__name__}.NaNAtThirdDmainLoss'
     args.run_dir = str(tmp_path)

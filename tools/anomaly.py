@@ -151,6 +151,9 @@ def plot_fig4(path, images, recon, labels, scores, per_class=6):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(2 * 0.9 * per_class + 1, 3 * 0.9 + 0.8))
     for ax, cls, title in zip(axes, (0, 1), ('normal', 'tumour')):
+        if not np.any(labels == cls):
+            ax.set_axis_off()
+            continue
         idx = np.flatnonzero(labels == cls)[:per_class]
         rows = [cli_utils.make_image_grid(images[idx], grid_w=len(idx)),
                 cli_utils.make_image_grid(recon[idx], grid_w=len(idx)),
@@ -158,7 +161,7 @@ def plot_fig4(path, images, recon, labels, scores, per_class=6):
                                                     for i in idx]), grid_w=len(idx))]
         ax.imshow(np.concatenate(rows, axis=0))
         res = images.shape[1]
-        ax.set_yticks([res * 0.5, res * 1.5, res * 2.5], ['query', 'reconstruction', 'residual'])
+        ax.set_yticks([res * 0.5, res * 1.5, res * 2.5], ['query', 'reconstruction', 'residual'] if cls == 0 else [])
         ax.set_xticks([res * (k + 0.5) for k in range(len(idx))], [f'{scores[i]:.3g}' for i in idx], fontsize=7)
         ax.set_title(f'{title} (score below)')
     _save_figure(fig, path)

@@ -20,7 +20,6 @@ import re
 import time
 
 import click
-import numpy as np
 import torch
 import tqdm
 
@@ -64,7 +63,8 @@ def discriminator_features(D, img):
 # Encoders and their snapshots.
 
 def build_encoder(G, D=None, w_plus=False, channel_base=None, channel_max=None):
-    """The encoder type and size for G: residual into W (or W+) for W-space generators, critic-shaped into z otherwise."""
+    """The encoder for G: residual into W (or W+) for W-space generators; for z-space generators a new copy of the
+    critic's architecture into z when D has features() (f-AnoGAN), else the DCGAN-style critic stack."""
     from networks import encoder
     if projection.has_w_space(G):
         w_avg = G.mapping.w_avg if hasattr(G.mapping, 'w_avg') else projection.w_statistics(G)[0].reshape(-1)
@@ -74,6 +74,9 @@ def build_encoder(G, D=None, w_plus=False, channel_base=None, channel_max=None):
         return encoder.ResidualEncoder(**kwargs)
     if w_plus:
         raise dnnlib.util.UserError('--w-plus needs a generator with a W space; this one takes z')
+    if D is not None and hasattr(D, 'features') and hasattr(D, 'init_kwargs'):
+        trunk = type(D)(*D.init_args, **D.init_kwargs).train().requires_grad_(True)  # same architecture, new weights
+        return encoder.MirroredCriticEncoder(trunk=trunk, z_dim=G.z_dim)
     dim = getattr(D, 'dim', None) or (channel_max // 8 if channel_max else 64)
     return encoder.CriticEncoder(img_resolution=G.img_resolution, img_channels=G.img_channels, z_dim=G.z_dim, dim=dim)
 

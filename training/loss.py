@@ -1,148 +1,221 @@
-"""GAN losses, chosen by class name (loss_kwargs.class_name) so one training loop serves every GAN family.
+"""GAN losses. The training loop knows a loss only through the `Loss` interface below, so every GAN
+family (its loss named by class in the preset table) trains in the same loop.
 
-A loss implements `accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)` for the
-phases 'Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth' and calls backward() itself; the loop owns
-the optimisers. A loss that feeds ADA keeps `real_sign_stats`, a float64 buffer [sum of sign(D(real)),
-count] that the loop's ADA controller reads and clears.
+A loss declares its training phases; per step the loop runs each phase whose interval divides the
+step index, `repeats` times, each time with a fresh real batch and fresh latents, and steps the
+optimiser of the phase's module afterwards. `accumulate_gradients` computes one phase's loss and
+calls backward itself.
 """
 
 import numpy as np
 import torch
 
+import dnnlib
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 
 #----------------------------------------------------------------------------
 
-def _world_mean(x):
-    """Mean of a scalar tensor over all ranks (plain value when running on one process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        x = x.detach().clone()
-        torch.distributed.all_reduce(x)
-        x = x / torch.distributed.get_world_size()
-    return x
+def phase(name, module, interval=1, repeats=1, uses_reals=True):
+    """One entry of `Loss.phases`. `module` is 'G' or 'D'; `uses_reals=False` lets the loop skip
+    fetching a real batch the phase would ignore."""
+    assert module in ('G', 'D') and interval >= 1 and repeats >= 1
+    return dnnlib.EasyDict(name=name, module=module, interval=interval, repeats=repeats, uses_reals=uses_reals)
+
+
+def mean_over_ranks(value):
+    """A scalar tensor averaged over all processes (itself when training in one process)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 #----------------------------------------------------------------------------
 
-class StyleGAN2Loss:
-    """Non-saturating logistic loss with lazy R1 and path-length regularisation and style mixing.
+class Loss:
+    """Base of every GAN loss (the family contract).
 
-    `sync` is accepted for interface compatibility: the training loop all-reduces gradients itself
-    after each phase, so no DDP wrapper is involved. The path-length mean is averaged over ranks, so
-    N processes regularise towards the same target as one process with the whole batch; it enters
-    the penalty as a constant (the official code also backpropagates through its 1% EMA update).
+    Subclasses fill `self.phases` (see `phase`) and implement `accumulate_gradients`. The base keeps
+    `real_sign_stats`, a float64 [sum of sign(D(real)), count] that the ADA controller reads and
+    clears; losses feed it through `discriminate_reals`. Tensors a loss must carry across an exact
+    resume are listed in `self.resume_tensors` (names of attributes) and saved by the loop.
     """
 
-    def __init__(self, device, G_mapping, G_synthesis, D, augment_pipe=None, style_mixing_prob=0.9, r1_gamma=10,
-                 pl_batch_shrink=2, pl_decay=0.01, pl_weight=2):
+    def __init__(self, device, G, D, augment_pipe=None):
         self.device = device
-        self.G_mapping = G_mapping
-        self.G_synthesis = G_synthesis
+        self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
-        self.style_mixing_prob = style_mixing_prob
-        self.r1_gamma = r1_gamma
-        self.pl_batch_shrink = pl_batch_shrink
-        self.pl_decay = pl_decay
-        self.pl_weight = pl_weight
-        self.pl_mean = torch.zeros([], device=device)
+        self.phases = []
         self.real_sign_stats = torch.zeros([2], dtype=torch.float64, device=device)
+        self.resume_tensors = ['real_sign_stats']
 
-    def run_G(self, z, c, sync=True):
-        ws = self.G_mapping(z, c)
-        if self.style_mixing_prob > 0:
-            # From a random layer on, styles come from a second latent (mixing regularisation).
-            cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
-            cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff, torch.full_like(cutoff, ws.shape[1]))
-            mixed = self.G_mapping(torch.randn_like(z), c, skip_w_avg_update=True)
-            layer = torch.arange(ws.shape[1], device=ws.device).reshape(1, -1, 1)
-            ws = torch.where(layer < cutoff, ws, mixed)
-        img = self.G_synthesis(ws)
-        return img, ws
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        """Add d(gain * loss of phase `phase` (its name)) to the gradients of the phase's module."""
+        raise NotImplementedError(f'{type(self).__name__} does not implement accumulate_gradients')
 
-    def run_D(self, img, c, sync=True):
+    def optimizer_kwargs(self, module, opt_kwargs):
+        """The optimiser settings to build for module 'G' or 'D' from the preset's; unchanged by default."""
+        return opt_kwargs
+
+    def run_D(self, img, c):
+        """D's output for images as the discriminator sees them (through the augmentation pipe, if any)."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c)
 
-    def _record_real_signs(self, real_logits):
-        signs = real_logits.detach().sign()
-        self.real_sign_stats += torch.stack([signs.sum().double(), torch.as_tensor(signs.numel(), dtype=torch.float64, device=signs.device)])
+    def discriminate_reals(self, real_img, real_c):
+        """run_D on real images, recording the signs of the outputs for ADA and the statistics."""
+        logits = self.run_D(real_img, real_c)
+        signs = logits.detach().sign()
+        self.real_sign_stats[0] += signs.sum().double()
+        self.real_sign_stats[1] += signs.numel()
+        training_stats.report('Loss/scores/real', logits)
+        training_stats.report('Loss/signs/real', signs)
+        return logits
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
-        assert phase in ['Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth']
-        do_Gmain = (phase in ['Gmain', 'Gboth'])
-        do_Dmain = (phase in ['Dmain', 'Dboth'])
-        do_Gpl   = (phase in ['Greg', 'Gboth']) and (self.pl_weight != 0)
-        do_Dr1   = (phase in ['Dreg', 'Dboth']) and (self.r1_gamma != 0)
+    def state_dict(self):
+        return {name: getattr(self, name).detach().cpu().clone() for name in self.resume_tensors}
 
-        # Gmain: make D call the fakes real.
-        if do_Gmain:
-            with torch.autograd.profiler.record_function('Gmain_forward'):
-                gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=(sync and not do_Gpl))
-                gen_logits = self.run_D(gen_img, gen_c, sync=False)
-                training_stats.report('Loss/scores/fake', gen_logits)
-                training_stats.report('Loss/signs/fake', gen_logits.sign())
-                loss_Gmain = torch.nn.functional.softplus(-gen_logits) # -log(sigmoid(gen_logits))
-                training_stats.report('Loss/G/loss', loss_Gmain)
-            with torch.autograd.profiler.record_function('Gmain_backward'):
-                loss_Gmain.mean().mul(gain).backward()
+    def load_state_dict(self, state):
+        for name, value in state.items():
+            if value is not None:
+                getattr(self, name).copy_(value)
 
-        # Gpl: a fixed-size step in w should move the image by a fixed amount.
-        if do_Gpl:
-            with torch.autograd.profiler.record_function('Gpl_forward'):
-                batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
-                gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size], sync=sync)
-                pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
-                with torch.autograd.profiler.record_function('pl_grads'), conv2d_gradfix.no_weight_gradients():
-                    pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True, only_inputs=True)[0]
-                pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-                pl_mean = self.pl_mean.lerp(_world_mean(pl_lengths.mean().detach()), self.pl_decay)
-                self.pl_mean.copy_(pl_mean.detach())
-                pl_penalty = (pl_lengths - pl_mean).square()
-                training_stats.report('Loss/pl_penalty', pl_penalty)
-                loss_Gpl = pl_penalty * self.pl_weight
-                training_stats.report('Loss/G/reg', loss_Gpl)
-            with torch.autograd.profiler.record_function('Gpl_backward'):
-                (gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean().mul(gain).backward()
+#----------------------------------------------------------------------------
 
-        # Dmain, fakes: push D(fake) down.
-        loss_Dgen = 0
-        if do_Dmain:
-            with torch.autograd.profiler.record_function('Dgen_forward'):
-                gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=False)
-                gen_logits = self.run_D(gen_img, gen_c, sync=False)
-                training_stats.report('Loss/scores/fake', gen_logits)
-                training_stats.report('Loss/signs/fake', gen_logits.sign())
-                loss_Dgen = torch.nn.functional.softplus(gen_logits) # -log(1 - sigmoid(gen_logits))
-            with torch.autograd.profiler.record_function('Dgen_backward'):
-                loss_Dgen.mean().mul(gain).backward()
+class StyleGAN2Loss(Loss):
+    """The StyleGAN2 objective: non-saturating logistic loss, style-mixing regularisation, and the two
+    lazy regularisers (Karras et al. 2020) — R1 on D every `D_reg_interval` steps and path-length
+    regularisation on G every `G_reg_interval` steps, each weighted by its interval. An interval of
+    None runs the regulariser in the main phase of every step instead ('Gboth'/'Dboth').
 
-        # Dmain, reals: push D(real) up. Dr1: penalise the gradient of D at the reals.
-        if do_Dmain or do_Dr1:
-            name = 'Dreal_Dr1' if do_Dmain and do_Dr1 else 'Dreal' if do_Dmain else 'Dr1'
-            with torch.autograd.profiler.record_function(name + '_forward'):
-                real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-                real_logits = self.run_D(real_img_tmp, real_c, sync=sync)
-                training_stats.report('Loss/scores/real', real_logits)
-                training_stats.report('Loss/signs/real', real_logits.sign())
-                self._record_real_signs(real_logits)
+    The path-length target is an exponential moving average of the observed lengths, averaged over
+    processes so that N processes regularise towards the target one process would; it enters the
+    penalty as a constant.
+    """
 
-                loss_Dreal = 0
-                if do_Dmain:
-                    loss_Dreal = torch.nn.functional.softplus(-real_logits) # -log(sigmoid(real_logits))
-                    training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=10, style_mixing_prob=0.9,
+                 pl_weight=2, pl_batch_shrink=2, pl_decay=0.01, G_reg_interval=4, D_reg_interval=16):
+        super().__init__(device, G, D, augment_pipe)
+        self.r1_gamma = r1_gamma
+        self.style_mixing_prob = style_mixing_prob
+        self.pl_weight = pl_weight
+        self.pl_batch_shrink = pl_batch_shrink
+        self.pl_decay = pl_decay
+        self.reg_intervals = dict(G=G_reg_interval, D=D_reg_interval)
+        self.pl_mean = torch.zeros([], device=device)
+        self.resume_tensors.append('pl_mean')
+        for module in ('G', 'D'):
+            every = self.reg_intervals[module]
+            if every is None:
+                self.phases.append(phase(module + 'both', module))
+            else:
+                self.phases.append(phase(module + 'main', module, uses_reals=(module == 'D')))
+                self.phases.append(phase(module + 'reg', module, interval=every, uses_reals=(module == 'D')))
 
-                loss_Dr1 = 0
-                if do_Dr1:
-                    with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
-                        r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True, only_inputs=True)[0]
-                    r1_penalty = r1_grads.square().sum([1, 2, 3])
-                    loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
-                    training_stats.report('Loss/r1_penalty', r1_penalty)
-                    training_stats.report('Loss/D/reg', loss_Dr1)
+    def optimizer_kwargs(self, module, opt_kwargs):
+        # The main phase makes every/(every+1) of a module's updates when its regulariser is lazy:
+        # the learning rate and Adam's decay per update shrink by that share, so that the time
+        # constants measured in images stay as published.
+        every = self.reg_intervals[module]
+        if every is None:
+            return opt_kwargs
+        share = every / (every + 1)
+        adjusted = dnnlib.EasyDict(opt_kwargs, lr=opt_kwargs['lr'] * share)
+        if 'betas' in adjusted:
+            adjusted.betas = [b ** share for b in adjusted.betas]
+        return adjusted
 
-            with torch.autograd.profiler.record_function(name + '_backward'):
-                (real_logits * 0 + loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+    def generate(self, z, c):
+        """(images, ws). With probability style_mixing_prob the styles from a random layer on come
+        from a second latent, so that the generator cannot rely on neighbouring styles being related."""
+        ws = self.G.mapping(z, c)
+        if self.style_mixing_prob > 0:
+            num_ws = ws.shape[1]
+            switch_at = torch.randint(1, num_ws, [], device=ws.device)
+            use_mixing = torch.rand([], device=ws.device) < self.style_mixing_prob
+            switch_at = torch.where(use_mixing, switch_at, torch.full_like(switch_at, num_ws))
+            ws_other = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            layer_idx = torch.arange(num_ws, device=ws.device).view(1, num_ws, 1)
+            ws = torch.where(layer_idx < switch_at, ws, ws_other)
+        return self.G.synthesis(ws), ws
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg=0):
+        if phase not in ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth'):
+            raise ValueError(f'StyleGAN2Loss has no phase {phase!r}')
+        main = phase.endswith('main') or phase.endswith('both')
+        reg = phase.endswith('reg') or phase.endswith('both')
+        if phase.startswith('G'):
+            if main:
+                self._generator_main(gen_z, gen_c, gain)
+            if reg and self.pl_weight != 0:
+                self._path_length(gen_z, gen_c, gain)
+        else:
+            fake_loss = self._discriminator_fakes(gen_z, gen_c, gain) if main else None
+            if main or (reg and self.r1_gamma != 0):
+                self._discriminator_reals(real_img, real_c, gain, fake_loss, with_r1=(reg and self.r1_gamma != 0))
+
+    def _report_fakes(self, logits):
+        training_stats.report('Loss/scores/fake', logits)
+        training_stats.report('Loss/signs/fake', logits.sign())
+
+    def _generator_main(self, gen_z, gen_c, gain):
+        # G wants D to call its images real: -log sigmoid(D(G(z))).
+        img, _ws = self.generate(gen_z, gen_c)
+        logits = self.run_D(img, gen_c)
+        self._report_fakes(logits)
+        loss = torch.nn.functional.softplus(-logits)
+        training_stats.report('Loss/G/loss', loss)
+        (loss.mean() * gain).backward()
+
+    def _path_length(self, gen_z, gen_c, gain):
+        # |J^T y| for a random image-space direction y should not depend on w: penalise its
+        # squared distance from the running mean.
+        count = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+        img, ws = self.generate(gen_z[:count], gen_c[:count])
+        height, width = img.shape[2], img.shape[3]
+        direction = torch.randn_like(img) / np.sqrt(height * width)
+        with conv2d_gradfix.no_weight_gradients():
+            ws_grad, = torch.autograd.grad(outputs=[(img * direction).sum()], inputs=[ws], create_graph=True)
+        lengths = ws_grad.square().sum(dim=2).mean(dim=1).sqrt()
+        target = self.pl_mean.lerp(mean_over_ranks(lengths.mean().detach()), self.pl_decay)
+        self.pl_mean.copy_(target.detach())
+        penalty = (lengths - target).square()
+        training_stats.report('Loss/pl_penalty', penalty)
+        weighted = penalty * self.pl_weight
+        training_stats.report('Loss/G/reg', weighted)
+        (weighted.mean() * gain).backward()
+
+    def _discriminator_fakes(self, gen_z, gen_c, gain):
+        # D pushes its output on generated images down: -log(1 - sigmoid(D(G(z)))).
+        img, _ws = self.generate(gen_z, gen_c)
+        logits = self.run_D(img, gen_c)
+        self._report_fakes(logits)
+        loss = torch.nn.functional.softplus(logits)
+        (loss.mean() * gain).backward()
+        return loss.detach()
+
+    def _discriminator_reals(self, real_img, real_c, gain, fake_loss, with_r1):
+        # On reals D pushes its output up (-log sigmoid(D(x))), and R1 penalises the squared norm
+        # of D's gradient with respect to the real image, weighted by gamma / 2.
+        real_img = real_img.detach().requires_grad_(with_r1)
+        logits = self.discriminate_reals(real_img, real_c)
+        total = torch.zeros_like(logits)
+        if fake_loss is not None:
+            real_loss = torch.nn.functional.softplus(-logits)
+            training_stats.report('Loss/D/loss', fake_loss + real_loss)
+            total = total + real_loss
+        if with_r1:
+            with conv2d_gradfix.no_weight_gradients():
+                img_grad, = torch.autograd.grad(outputs=[logits.sum()], inputs=[real_img], create_graph=True)
+            r1 = img_grad.square().sum(dim=[1, 2, 3])
+            training_stats.report('Loss/r1_penalty', r1)
+            weighted = r1 * (self.r1_gamma / 2)
+            training_stats.report('Loss/D/reg', weighted)
+            total = total + weighted.unsqueeze(1)
+        (total.mean() * gain).backward()
 
 #----------------------------------------------------------------------------

@@ -1,17 +1,21 @@
-"""Main training loop: one loop for every GAN family, with exact resume and multi-process training.
+"""The one training loop of every GAN family.
 
-Exact resume: next to every `network-snapshot-<kimg>.pkl` (weights, as the official code) rank 0
-writes `training-state-<kimg>.pt` with everything else the run depends on: optimiser states,
-counters, ADA p and its pending statistic, the path-length mean, every rank's RNG states and the
-data position. Everything random in training is a function of restorable state: the real-image
-order is a pure function of (seed, position) (training.dataset.ResumableSampler), z and c are drawn
-from a generator seeded by (seed, step), and the global RNGs (noise inputs, style mixing,
-augmentation) are restored; maintenance work at tick ends (image grids, metrics) runs with the
-training RNG state set aside. A run killed at any point and resumed from its last snapshot
-therefore continues with the same numbers as a run never interrupted.
+The loop knows a family only through the objects the preset names: G and D (built with the dataset's
+c_dim / img_resolution / img_channels), a `training.loss.Loss` that declares its phases, a schedule
+with `apply(cur_nimg, G, D)`, and one optimiser per network. Per step it applies the schedule, runs the
+loss's due phases, steps the optimisers, and moves G_ema (an exponential moving average of G's
+parameters; buffers are copied).
 
-Gradients are all-reduced by the loop after each phase (no DDP wrapper), averaged over ranks; the
-N ranks of a step together see the same reals and latents as one process with the whole batch.
+Exact resume: beside every `network-snapshot-<tag>.pkl` rank 0 writes `training-state-<tag>.pt`, which
+holds what the weights do not: optimiser states, counters, the data position, ADA's p, the loss's
+running tensors and every rank's RNG states. Everything random in a step is a function of that state
+(the real-image order of (seed, position), the latents of (seed, step, execution), the global RNGs
+restored), and work done at tick ends runs with the training RNG state set aside; so a run killed
+at any point and resumed from its last snapshot continues with the numbers of an uninterrupted run.
+
+With N processes each takes every N-th item of the global batch and the loop averages gradients over
+processes after each phase (no DDP wrapper): together they compute what one process with the whole
+batch would.
 """
 
 import copy
@@ -33,571 +37,627 @@ from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training.dataset import ResumableSampler
 
+STATE_VERSION = 2
+
 #----------------------------------------------------------------------------
-# Snapshot names and discovery.
+# Snapshot files.
 
 def snapshot_tag(cur_nimg, kimg_per_tick):
-    """'<kimg:06d>' as the official code; ticks shorter than 1 kimg add '.<images:03d>' so names stay unique."""
-    tag = f'{cur_nimg // 1000:06d}'
-    if kimg_per_tick < 1:
-        tag += f'.{cur_nimg % 1000:03d}'
-    return tag
+    """'<kimg, 6 digits>', plus '.<images, 3 digits>' when ticks are shorter than 1 kimg (names stay unique)."""
+    whole_kimg, rest = divmod(cur_nimg, 1000)
+    return f'{whole_kimg:06d}' if kimg_per_tick >= 1 else f'{whole_kimg:06d}.{rest:03d}'
+
 
 def state_path_for(snapshot_pkl):
-    """training-state-<kimg>.pt beside network-snapshot-<kimg>.pkl."""
-    folder, fname = os.path.split(snapshot_pkl)
-    m = re.fullmatch(r'network-snapshot-(.+)\.pkl', fname)
-    return os.path.join(folder, f'training-state-{m.group(1)}.pt') if m else None
+    """The training-state file that belongs to a network-snapshot pickle (None for other file names)."""
+    match = re.fullmatch(r'network-snapshot-(.+)\.pkl', os.path.basename(snapshot_pkl))
+    if match is None:
+        return None
+    return os.path.join(os.path.dirname(snapshot_pkl), f'training-state-{match.group(1)}.pt')
+
 
 def find_latest_snapshot(run_dir):
-    """Newest network snapshot of a run dir that has its training state beside it (else the newest pkl)."""
-    pkls = []
+    """The run's newest snapshot that has its training state (the newest snapshot if none has)."""
+    found = []
     for path in glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
-        m = re.fullmatch(r'network-snapshot-(\d+)(?:\.(\d+))?\.pkl', os.path.basename(path))
-        if m:
-            pkls.append((int(m.group(1)) * 1000 + int(m.group(2) or 0), path))
-    if not pkls:
+        match = re.fullmatch(r'network-snapshot-(\d+)(?:\.(\d+))?\.pkl', os.path.basename(path))
+        if match is not None:
+            nimg = int(match.group(1)) * 1000 + int(match.group(2) or 0)
+            found.append((os.path.isfile(state_path_for(path)), nimg, path))
+    if not found:
         raise dnnlib.util.UserError(f'No network-snapshot-*.pkl in {run_dir}')
-    pkls.sort()
-    with_state = [path for _nimg, path in pkls if os.path.isfile(state_path_for(path))]
-    return with_state[-1] if with_state else pkls[-1][1]
+    return max(found)[2]
+
+
+def load_network_pickle(path):
+    """A snapshot dict; official StyleGAN2-ADA pickles go through legacy.py when it is importable."""
+    with dnnlib.util.open_url(path, verbose=False) as f:
+        try:
+            import legacy
+        except ImportError:
+            return pickle.load(f)
+        return legacy.load_network_pkl(f)
 
 #----------------------------------------------------------------------------
-# Image grids.
+# Image grids written at the start and at image-snapshot ticks.
 
 def setup_snapshot_image_grid(training_set, random_seed=0, max_size=None):
-    """Grid of training images: random ones, or rows of one label each for labelled data."""
-    rnd = np.random.RandomState(random_seed)
-    gw = np.clip(7680 // training_set.image_shape[2], 7, 32)
-    gh = np.clip(4320 // training_set.image_shape[1], 4, 32)
+    """(grid_w, grid_h), images, labels: random training images, or one label per row when labelled."""
+    _channels, height, width = training_set.image_shape
+    grid_w = int(np.clip(7680 // width, 7, 32))
+    grid_h = int(np.clip(4320 // height, 4, 32))
     if max_size is not None:
-        gw, gh = min(gw, max_size), min(gh, max_size)
-
-    if not training_set.has_labels:
-        all_indices = list(range(len(training_set)))
-        rnd.shuffle(all_indices)
-        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
-    else:
-        by_label = {}
+        grid_w, grid_h = min(grid_w, max_size), min(grid_h, max_size)
+    rnd = np.random.RandomState(random_seed)
+    if training_set.has_labels:
+        groups = {}
         for idx in range(len(training_set)):
-            by_label.setdefault(tuple(training_set.get_details(idx).raw_label.flat[::-1]), []).append(idx)
-        labels = sorted(by_label.keys())
-        for label in labels:
-            rnd.shuffle(by_label[label])
-        grid_indices = []
-        for y in range(gh):
-            members = by_label[labels[y % len(labels)]]
-            grid_indices += [members[x % len(members)] for x in range(gw)]
+            key = tuple(training_set.get_details(idx).raw_label.flat[::-1])
+            groups.setdefault(key, []).append(idx)
+        keys = sorted(groups)
+        for key in keys:
+            rnd.shuffle(groups[key])
+        rows = [groups[keys[row % len(keys)]] for row in range(grid_h)]
+        picks = [members[col % len(members)] for members in rows for col in range(grid_w)]
+    else:
+        order = rnd.permutation(len(training_set))
+        picks = [order[i % len(order)] for i in range(grid_w * grid_h)]
+    images, labels = zip(*(training_set[int(i)] for i in picks))
+    return (grid_w, grid_h), np.stack(images), np.stack(labels)
 
-    images, labels = zip(*[training_set[i] for i in grid_indices])
-    return (gw, gh), np.stack(images), np.stack(labels)
 
 def save_image_grid(img, fname, drange, grid_size):
-    """Tile NCHW images (values in drange) into one PNG, written atomically."""
-    lo, hi = drange
-    img = np.asarray(img, dtype=np.float32)
-    img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)
-    cli_utils.save_image(cli_utils.make_image_grid(img.transpose(0, 2, 3, 1), grid_w=grid_size[0]), fname)
+    """NCHW images with values in `drange` tiled into one PNG (written atomically)."""
+    low, high = drange
+    scaled = (np.asarray(img, dtype=np.float32) - low) * (255 / (high - low))
+    pixels = np.rint(scaled).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    cli_utils.save_image(cli_utils.make_image_grid(pixels, grid_w=grid_size[0]), fname)
+
 
 @torch.no_grad()
 def save_fakes_grid(G_ema, grid_z, grid_c, fname, grid_size):
-    """G_ema's images for the fixed grid latents (noise_mode='const', so grids compare across ticks)."""
-    images = torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
-    save_image_grid(images, fname, drange=[-1, 1], grid_size=grid_size)
+    """G_ema's images of the fixed grid latents; noise_mode='const' so that grids compare across ticks."""
+    chunks = [G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]
+    save_image_grid(torch.cat(chunks).numpy(), fname, drange=[-1, 1], grid_size=grid_size)
 
 #----------------------------------------------------------------------------
-# ADA: move p so that E[sign(D(real))] approaches the target.
+# ADA and randomness.
 
 class AdaController:
-    """Adjusts augment_pipe.p every `interval` steps by sign(E[sign(D(real))] - target) * batch*interval/(kimg*1000)."""
+    """Moves augment_pipe.p every `interval` steps towards E[sign(D(real))] == target.
+
+    Each update moves p by batch_size * interval / (kimg * 1000) in the direction of the error, so p can
+    cross [0, 1] in `kimg` thousand images.
+    """
 
     def __init__(self, target=0.6, interval=4, kimg=500, batch_size=64):
         self.target = target
         self.interval = interval
-        self.speed = batch_size * interval / (kimg * 1000) # p can go 0 -> 1 in `kimg` thousand images
+        self.step = batch_size * interval / (kimg * 1000)
         self.last_rt = None
 
     def update(self, augment_pipe, sign_stats):
-        """sign_stats: [sum of signs, count] since the last update (summed over ranks here, then cleared)."""
-        stats = sign_stats.detach().clone()
+        """sign_stats: the loss's [sum of signs, count] since the last update; summed over ranks, then cleared."""
+        totals = sign_stats.detach().clone()
         sign_stats.zero_()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stats)
-        total, count = stats.tolist()
-        if count == 0:
-            return
-        self.last_rt = total / count
-        adjust = np.sign(self.last_rt - self.target) * self.speed
-        augment_pipe.p.copy_((augment_pipe.p + adjust).clamp(0, 1))
+            torch.distributed.all_reduce(totals)
+        sign_sum, count = totals.tolist()
+        if count > 0:
+            self.last_rt = sign_sum / count
+            new_p = augment_pipe.p + np.sign(self.last_rt - self.target) * self.step
+            augment_pipe.p.copy_(new_p.clamp(0, 1))
 
-#----------------------------------------------------------------------------
-# RNG state: captured per rank, restored on resume.
 
 def capture_rng_state(device):
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
     if device.type == 'cuda':
         state['cuda'] = torch.cuda.get_rng_state(device)
     return state
 
+
 def restore_rng_state(state, device):
-    torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
     random.setstate(state['python'])
-    if device.type == 'cuda' and 'cuda' in state:
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and device.type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)
 
-def step_latents(random_seed, batch_idx, num_phases, batch_size, z_dim, training_set, rank, num_gpus):
-    """z and c of every phase of one step: [num_phases, batch_size // num_gpus, ...], a pure function of (seed, step).
 
-    Rank r takes global batch items r, r + num_gpus, ... (the same interleaving as the reals)."""
-    seeds = np.random.SeedSequence([random_seed, batch_idx]).generate_state(2, np.uint32)
-    gen = torch.Generator().manual_seed(int(seeds[0]))
-    z = torch.randn([num_phases, batch_size, z_dim], generator=gen)[:, rank::num_gpus]
-    idx = np.random.RandomState(int(seeds[1])).randint(len(training_set), size=[num_phases, batch_size])[:, rank::num_gpus]
-    c = np.stack([training_set.get_label(int(i)) for i in idx.flat]).reshape(list(idx.shape) + [-1])
+def draw_latents(random_seed, batch_idx, execution, batch_size, z_dim, training_set, rank, num_gpus):
+    """(z, c) of this rank for one phase execution: a pure function of (seed, step, execution index).
+
+    z and c are drawn for the whole global batch; rank r keeps items r, r + num_gpus, ... like the reals."""
+    z_seed, c_seed = np.random.SeedSequence([random_seed, batch_idx, execution]).generate_state(2)
+    z = torch.randn([batch_size, z_dim], generator=torch.Generator().manual_seed(int(z_seed)))[rank::num_gpus]
+    label_idx = np.random.RandomState(int(c_seed)).randint(len(training_set), size=batch_size)[rank::num_gpus]
+    c = np.stack([training_set.get_label(int(i)) for i in label_idx])
     return z, torch.from_numpy(c).to(torch.float32)
 
 #----------------------------------------------------------------------------
+# Setup.
 
-def _load_pickle(path):
-    with dnnlib.util.open_url(path, verbose=False) as f:
-        try:
-            import legacy
-        except ImportError: # our own pickles need only torch_utils.persistence
-            return pickle.load(f)
-        return legacy.load_network_pkl(f)
-
-def _build_loss(loss_kwargs, device, G, D, augment_pipe):
-    """Losses take G_mapping/G_synthesis when G is mapping+synthesis (StyleGAN family), else G."""
-    if hasattr(G, 'mapping') and hasattr(G, 'synthesis'):
-        return dnnlib.util.construct_class_by_name(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, augment_pipe=augment_pipe, **loss_kwargs)
-    return dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
-
-def _metric_main():
-    try:
-        from metrics import metric_main
-    except ImportError:
-        return None
-    return metric_main if hasattr(metric_main, 'calc_metric') else None
-
-#----------------------------------------------------------------------------
-
-def training_loop(
-    run_dir                 = '.',      # Output directory.
-    training_set_kwargs     = {},       # Options for training set.
-    data_loader_kwargs      = {},       # Options for torch.utils.data.DataLoader.
-    G_kwargs                = {},       # Options for generator network.
-    D_kwargs                = {},       # Options for discriminator network.
-    G_opt_kwargs            = {},       # Options for generator optimizer.
-    D_opt_kwargs            = {},       # Options for discriminator optimizer.
-    augment_kwargs          = None,     # Options for augmentation pipeline. None = disable.
-    loss_kwargs             = {},       # Options for loss function.
-    metrics                 = [],       # Metrics to evaluate during training.
-    random_seed             = 0,        # Global random seed.
-    num_gpus                = 1,        # Number of processes (GPUs, or CPU processes without CUDA) participating in training.
-    rank                    = 0,        # Rank of the current process in [0, num_gpus[.
-    batch_size              = 4,        # Total batch size for one training iteration. Can be larger than batch_gpu * num_gpus.
-    batch_gpu               = 4,        # Number of samples processed at a time by one process.
-    ema_kimg                = 10,       # Half-life of the exponential moving average (EMA) of generator weights.
-    ema_rampup              = None,     # EMA ramp-up coefficient.
-    G_reg_interval          = 4,        # How often to perform regularization for G? None = disable lazy regularization.
-    D_reg_interval          = 16,       # How often to perform regularization for D? None = disable lazy regularization.
-    augment_p               = 0,        # Initial value of augmentation probability.
-    ada_target              = None,     # ADA target value. None = fixed p.
-    ada_interval            = 4,        # How often to perform ADA adjustment?
-    ada_kimg                = 500,      # ADA adjustment speed, measured in how many kimg it takes for p to increase/decrease by one unit.
-    total_kimg              = 25000,    # Total length of the training, measured in thousands of real images.
-    kimg_per_tick           = 4,        # Progress snapshot interval.
-    image_snapshot_ticks    = 50,       # How often to save image snapshots? None = disable.
-    network_snapshot_ticks  = 50,       # How often to save network snapshots? None = disable.
-    resume_pkl              = None,     # Network pickle to resume from; its training-state file, if present, makes the resume exact.
-    cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
-    allow_tf32              = False,    # Enable torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32?
-    abort_fn                = None,     # Callback that determines whether to abort training. Must return consistent results across ranks.
-    progress_fn             = None,     # Callback function for updating training progress. Called for all ranks.
-    snapshot_grid_max       = None,     # Cap on image grid rows/columns. None = official size on CUDA, 4 on CPU (G_ema is slow there).
-    local_rank              = None,     # CUDA device index of this process on its machine. None = rank.
-):
-    # Initialize.
-    start_time = time.time()
-    device = torch.device('cuda', rank if local_rank is None else local_rank) if torch.cuda.is_available() else torch.device('cpu')
-    np.random.seed(random_seed * num_gpus + rank)
-    torch.manual_seed(random_seed * num_gpus + rank)
-    random.seed(random_seed * num_gpus + rank)
+def setup_process(random_seed, num_gpus, rank, local_rank, cudnn_benchmark, allow_tf32):
+    """The device of this process; seeds and backend switches."""
+    if torch.cuda.is_available():
+        device = torch.device('cuda', rank if local_rank is None else local_rank)
+    else:
+        device = torch.device('cpu')
+    process_seed = random_seed * num_gpus + rank
+    random.seed(process_seed)
+    np.random.seed(process_seed)
+    torch.manual_seed(process_seed)
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
-    conv2d_gradfix.enabled = True       # faster double backward for R1/path length
+    conv2d_gradfix.enabled = True       # double backward of conv for R1 / path length
     grid_sample_gradfix.enabled = True  # double backward of grid_sample for R1 through augmentation
-    distributed = num_gpus > 1
-    assert batch_size % (batch_gpu * num_gpus) == 0, 'batch_size must be a multiple of batch_gpu * num_gpus'
-    num_rounds = batch_size // (batch_gpu * num_gpus)
+    return device
 
-    # What to resume from.
-    resume_data = None
-    state = None
-    if resume_pkl is not None:
-        if rank == 0:
-            print(f'Resuming from "{resume_pkl}"')
-        resume_data = _load_pickle(resume_pkl)
-        spath = state_path_for(resume_pkl) if os.path.isfile(resume_pkl) else None
-        if spath is not None and os.path.isfile(spath):
-            state = torch.load(spath, map_location='cpu', weights_only=False)
-            if state['num_gpus'] != num_gpus or state['batch_size'] != batch_size:
-                raise dnnlib.util.UserError(f'{spath} was written with {state["num_gpus"]} process(es) and batch {state["batch_size"]}; '
-                                            f'an exact resume needs the same (got {num_gpus} and {batch_size})')
-            if rank == 0:
-                print(f'Exact resume from "{spath}" at kimg {state["cur_nimg"] / 1000:.3f}')
-        elif rank == 0:
-            print('No training state beside the pickle: transferring weights only')
 
-    # Load training set.
+def load_resume(resume_pkl, num_gpus, batch_size, rank):
+    """(snapshot dict or None, training state or None). A state makes the resume exact."""
+    if resume_pkl is None:
+        return None, None
     if rank == 0:
-        print('Loading training set...')
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs) # subclass of training.dataset.Dataset
-    batch_idx = 0 if state is None else state['batch_idx']
-    sampler = ResumableSampler(len(training_set), rank=rank, num_replicas=num_gpus, seed=random_seed, start=batch_idx * batch_size)
+        print(f'Resuming from "{resume_pkl}"')
+    snapshot = load_network_pickle(resume_pkl)
+    state_file = state_path_for(resume_pkl) if os.path.isfile(resume_pkl) else None
+    if state_file is None or not os.path.isfile(state_file):
+        if rank == 0:
+            print('No training state beside the pickle: transferring weights only')
+        return snapshot, None
+    state = upgrade_state(torch.load(state_file, map_location='cpu', weights_only=False))
+    if (state['num_gpus'], state['batch_size']) != (num_gpus, batch_size):
+        raise dnnlib.util.UserError(
+            f'{state_file} was written with {state["num_gpus"]} process(es) and batch {state["batch_size"]}; '
+            f'an exact resume needs the same (got {num_gpus} and {batch_size})')
+    if rank == 0:
+        print(f'Exact resume from "{state_file}" at kimg {state["cur_nimg"] / 1000:.3f}')
+    return snapshot, state
+
+
+def upgrade_state(state):
+    """Training states of version 1 (one optimiser entry per network, loss tensors at top level)."""
+    if state.get('version', 1) >= 2:
+        return state
+    upgraded = dict(state, version=STATE_VERSION, optimizers=dict(G=state['G_opt'], D=state['D_opt']))
+    upgraded['loss'] = {name: state.get(name) for name in ('real_sign_stats', 'pl_mean') if state.get(name) is not None}
+    upgraded.setdefault('data_position', state['batch_idx'] * state['batch_size'])
+    return upgraded
+
+
+def open_training_data(training_set_kwargs, data_loader_kwargs, random_seed, rank, num_gpus, batch_size, start, device):
+    """(dataset, endless iterator of this rank's share of global batches from global position `start`)."""
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    sampler = ResumableSampler(len(training_set), rank=rank, num_replicas=num_gpus, seed=random_seed, start=start)
     loader_kwargs = dict(data_loader_kwargs)
     if loader_kwargs.get('num_workers', 0) == 0:
-        loader_kwargs.pop('prefetch_factor', None)
+        loader_kwargs.pop('prefetch_factor', None)  # only valid with worker processes
     if device.type != 'cuda':
         loader_kwargs['pin_memory'] = False
-    loader = torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_size // num_gpus,
-                                         generator=torch.Generator(), **loader_kwargs) # own generator: keeps the global RNG untouched
-    training_set_iterator = iter(loader)
+    # The loader's own generator keeps the global RNG (restored on resume) untouched by data loading.
+    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size // num_gpus,
+                                         generator=torch.Generator(), **loader_kwargs)
     if rank == 0:
-        print()
-        print('Num images: ', len(training_set))
-        print('Image shape:', training_set.image_shape)
-        print('Label shape:', training_set.label_shape)
-        print()
+        print(f'Training set: {len(training_set)} images of shape {training_set.image_shape}, labels {training_set.label_shape}')
+    return training_set, iter(loader)
 
-    # Construct networks.
-    if rank == 0:
-        print('Constructing networks...')
-    common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
-    torch.manual_seed(random_seed) # initial weights do not depend on the number of processes
-    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device) # subclass of torch.nn.Module
-    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device) # subclass of torch.nn.Module
-    torch.manual_seed(random_seed * num_gpus + rank)
-    G_ema = copy.deepcopy(G).eval()
 
-    # Summary before resuming: its forward pass moves G.mapping.w_avg, which the resumed weights then overwrite.
-    if rank == 0:
-        z = torch.zeros([batch_gpu, G.z_dim], device=device)
-        c = torch.zeros([batch_gpu, G.c_dim], device=device)
-        img = misc.print_module_summary(G, [z, c])
-        misc.print_module_summary(D, [img, c])
+def build_networks(G_kwargs, D_kwargs, training_set, random_seed, device):
+    """G, D and G_ema with frozen gradients; the initial weights depend on the seed only, not on the process count."""
+    dims = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    rng_before = torch.get_rng_state()
+    torch.manual_seed(random_seed)
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, **dims)
+    D = dnnlib.util.construct_class_by_name(**D_kwargs, **dims)
+    torch.set_rng_state(rng_before)
+    G = G.train().requires_grad_(False).to(device)
+    D = D.train().requires_grad_(False).to(device)
+    return G, D, copy.deepcopy(G).eval()
 
-    if resume_data is not None:
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            if resume_data.get(name) is None:
-                raise dnnlib.util.UserError(f'{resume_pkl} has no {name}')
-            try:
-                misc.copy_params_and_buffers(resume_data[name], module, require_all=(state is not None))
-            except dnnlib.util.UserError as err:
-                raise dnnlib.util.UserError(f'Cannot resume from {resume_pkl}: {name} has a different architecture. {err}') from None
 
-    # Augmentation.
-    augment_pipe = None
-    ada = None
-    if (augment_kwargs is not None) and (augment_p > 0 or ada_target is not None):
-        augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        augment_pipe.p.copy_(torch.as_tensor(state['augment_p'] if state is not None and state['augment_p'] is not None else augment_p))
-        if ada_target is not None:
-            ada = AdaController(target=ada_target, interval=ada_interval, kimg=ada_kimg, batch_size=batch_size)
+def print_summaries(G, D, batch_gpu, device):
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, G.c_dim], device=device)
+    img = misc.print_module_summary(G, [z, c])
+    misc.print_module_summary(D, [img, c])
 
-    # Every rank starts from rank 0's weights.
-    if distributed:
-        for module in [G, D, G_ema, augment_pipe]:
-            if module is not None:
-                for tensor in misc.params_and_buffers(module):
-                    torch.distributed.broadcast(tensor, src=0)
 
-    # Loss and training phases.
-    if rank == 0:
-        print('Setting up training phases...')
-    loss = _build_loss(loss_kwargs, device, G, D, augment_pipe)
-    if ada is not None and not hasattr(loss, 'real_sign_stats'):
-        raise dnnlib.util.UserError(f'{loss_kwargs.get("class_name")} does not report real_sign_stats, which ADA needs; use --aug=noaug or --aug=fixed')
-    phases = []
-    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
-        if reg_interval is None:
-            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs) # subclass of torch.optim.Optimizer
-            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
-        else: # Lazy regularization: the main phase runs interval/(interval+1) of the updates, so scale lr and betas.
-            mb_ratio = reg_interval / (reg_interval + 1)
-            opt_kwargs = dnnlib.EasyDict(opt_kwargs)
-            opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-            if 'betas' in opt_kwargs: # Adam-style momentum decays per update as well
-                opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-            opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs) # subclass of torch.optim.Optimizer
-            phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
-            phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
-    opts = {'G': phases[0].opt, 'D': phases[-1].opt}
-    for phase in phases:
-        phase.start_event = None
-        phase.end_event = None
-        if rank == 0 and device.type == 'cuda':
-            phase.start_event = torch.cuda.Event(enable_timing=True)
-            phase.end_event = torch.cuda.Event(enable_timing=True)
-
-    # Export sample images.
-    grid_size = grid_z = grid_c = None
-    grid_max = snapshot_grid_max if snapshot_grid_max is not None else (None if device.type == 'cuda' else 4)
-    if rank == 0:
-        print('Exporting sample images...')
-        grid_size, images, labels = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, max_size=grid_max)
-        save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
-        grid_gen = torch.Generator().manual_seed(random_seed)
-        grid_z = torch.randn([labels.shape[0], G.z_dim], generator=grid_gen).to(device).split(batch_gpu)
-        grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
-        save_fakes_grid(G_ema, grid_z, grid_c, os.path.join(run_dir, 'fakes_init.png'), grid_size)
-
-    # Initialize logs.
-    if rank == 0:
-        print('Initializing logs...')
-    stats_collector = training_stats.Collector(regex='.*')
-    stats_metrics = dict()
-    stats_jsonl = None
-    stats_tfevents = None
-    if rank == 0:
-        stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+def copy_resumed_weights(snapshot, resume_pkl, nets, exact):
+    """Weights from the resume pickle; an exact resume requires every tensor to be there."""
+    for name in ('G', 'D', 'G_ema'):
+        if snapshot.get(name) is None:
+            raise dnnlib.util.UserError(f'{resume_pkl} has no {name}')
         try:
-            import torch.utils.tensorboard as tensorboard
-            stats_tfevents = tensorboard.SummaryWriter(run_dir)
-        except ImportError as err:
-            print('Skipping tfevents export:', err)
+            misc.copy_params_and_buffers(snapshot[name], nets[name], require_all=exact)
+        except dnnlib.util.UserError as err:
+            raise dnnlib.util.UserError(f'Cannot resume from {resume_pkl}: {name} has a different architecture. {err}') from None
 
-    # Counters, and the rest of the state when resuming exactly.
-    cur_nimg = 0
-    cur_tick = 0
-    if state is not None:
-        cur_nimg = state['cur_nimg']
-        cur_tick = state['cur_tick']
-        opts['G'].load_state_dict(state['G_opt'])
-        opts['D'].load_state_dict(state['D_opt'])
-        if hasattr(loss, 'pl_mean') and state.get('pl_mean') is not None:
-            loss.pl_mean.copy_(state['pl_mean'])
-        if hasattr(loss, 'real_sign_stats') and state.get('real_sign_stats') is not None:
-            loss.real_sign_stats.copy_(state['real_sign_stats'])
-        restore_rng_state(state['rng'][rank], device)
-    last_snapshot_pkl = resume_pkl if state is not None else None
-    tick_start_nimg = cur_nimg
-    tick_start_time = time.time()
-    maintenance_time = tick_start_time - start_time
-    if progress_fn is not None:
-        progress_fn(cur_nimg // 1000, total_kimg)
 
-    # Train.
-    if rank == 0:
-        print(f'Training for {total_kimg} kimg...')
-        print()
-    while True:
+def build_augment(augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, batch_size, state, device):
+    """(augment pipe or None, ADA controller or None)."""
+    if augment_kwargs is None or (augment_p == 0 and ada_target is None):
+        return None, None
+    pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
+    resumed_p = None if state is None else state.get('augment_p')
+    pipe.p.copy_(torch.as_tensor(augment_p if resumed_p is None else resumed_p))
+    ada = None if ada_target is None else AdaController(ada_target, ada_interval, ada_kimg, batch_size)
+    return pipe, ada
 
-        # Fetch training data.
-        with torch.autograd.profiler.record_function('data_fetch'):
-            phase_real_img, phase_real_c = next(training_set_iterator)
-            phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-            phase_real_c = phase_real_c.to(device).split(batch_gpu)
-            all_gen_z, all_gen_c = step_latents(random_seed, batch_idx, len(phases), batch_size, G.z_dim, training_set, rank, num_gpus)
-            all_gen_z = [phase_gen_z.to(device).split(batch_gpu) for phase_gen_z in all_gen_z]
-            all_gen_c = [phase_gen_c.to(device).split(batch_gpu) for phase_gen_c in all_gen_c]
 
-        # Execute training phases.
-        for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
-            if batch_idx % phase.interval != 0:
-                continue
-            if phase.start_event is not None:
-                phase.start_event.record(torch.cuda.current_stream(device))
+def broadcast_from_rank0(modules):
+    """Every rank starts from rank 0's parameters and buffers."""
+    for module in modules:
+        if module is not None:
+            for tensor in misc.params_and_buffers(module):
+                torch.distributed.broadcast(tensor, src=0)
 
-            # Accumulate gradients over rounds; each round is one slice of this rank's batch.
-            phase.opt.zero_grad(set_to_none=True)
-            phase.module.requires_grad_(True)
-            for round_idx, (real_img, real_c, gen_z, gen_c) in enumerate(zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c)):
-                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                                          sync=(round_idx == num_rounds - 1), gain=phase.interval / num_rounds)
-            phase.module.requires_grad_(False)
 
-            # Average gradients over ranks, refuse to step on non-finite ones, update weights.
-            with torch.autograd.profiler.record_function(phase.name + '_opt'):
-                params = [param for param in phase.module.parameters() if param.grad is not None]
-                if len(params) > 0:
-                    flat = torch.cat([param.grad.flatten() for param in params])
-                    if distributed:
-                        torch.distributed.all_reduce(flat)
-                        flat /= num_gpus
-                    if not bool(torch.isfinite(flat).all()):
-                        _close_logs(stats_jsonl, stats_tfevents)
-                        raise dnnlib.util.UserError(f'Training diverged: NaN/Inf in the {phase.name} loss gradients at kimg {cur_nimg / 1000:.3f} '
-                                                    f'(tick {cur_tick}); last good snapshot: {last_snapshot_pkl or "none"}')
-                    for param, grad in zip(params, flat.split([param.numel() for param in params])):
-                        param.grad = grad.reshape(param.shape)
-                phase.opt.step()
-            if phase.end_event is not None:
-                phase.end_event.record(torch.cuda.current_stream(device))
+def build_optimizers(loss, nets, opt_kwargs):
+    """One optimiser per network that some phase of the loss trains, built from the (loss-adjusted) preset settings."""
+    optimizers = {}
+    for name in dict.fromkeys(phase.module for phase in loss.phases):
+        settings = loss.optimizer_kwargs(name, dnnlib.EasyDict(opt_kwargs[name]))
+        optimizers[name] = dnnlib.util.construct_class_by_name(nets[name].parameters(), **settings)
+    return optimizers
 
-        # Update G_ema.
-        with torch.autograd.profiler.record_function('Gema'):
-            ema_nimg = ema_kimg * 1000
-            if ema_rampup is not None:
-                ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-            ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                    p_ema.copy_(p.lerp(p_ema, ema_beta))
-                for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                    b_ema.copy_(b)
 
-        # Update state.
-        cur_nimg += batch_size
-        batch_idx += 1
+def grid_latents(G, labels, random_seed, batch_gpu, device):
+    z = torch.randn([len(labels), G.z_dim], generator=torch.Generator().manual_seed(random_seed))
+    return z.to(device).split(batch_gpu), torch.from_numpy(labels).to(device).split(batch_gpu)
 
-        # Execute ADA heuristic.
-        if (ada is not None) and (batch_idx % ada_interval == 0):
-            ada.update(augment_pipe, loss.real_sign_stats)
 
-        # Perform maintenance tasks once per tick.
-        done = (cur_nimg >= total_kimg * 1000)
-        if (not done) and (cur_tick != 0) and (cur_nimg < tick_start_nimg + kimg_per_tick * 1000):
+def open_logs(run_dir):
+    """stats.jsonl and (when tensorboard imports) a TensorBoard writer."""
+    jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+    try:
+        import torch.utils.tensorboard as tensorboard
+        return jsonl, tensorboard.SummaryWriter(run_dir)
+    except ImportError as err:
+        print('Skipping tfevents export:', err)
+        return jsonl, None
+
+
+def close_logs(run):
+    for log in (run.stats_jsonl, run.stats_tfevents):
+        if log is not None:
+            log.close()
+
+#----------------------------------------------------------------------------
+# One training step.
+
+def next_reals(run):
+    """A fresh real batch: this rank's images as floats in [-1, 1] and labels, in chunks of batch_gpu."""
+    img, c = next(run.data_iter)
+    run.data_position += run.batch_size
+    img = img.to(run.device).to(torch.float32) / 127.5 - 1
+    return img.split(run.batch_gpu), c.to(run.device).split(run.batch_gpu)
+
+
+def average_and_check_gradients(run, phase, module):
+    """Average gradients over ranks; refuse to step on NaN/Inf (one line naming the phase and the last good snapshot)."""
+    params = [param for param in module.parameters() if param.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([param.grad.flatten() for param in params])
+    if run.num_gpus > 1:
+        torch.distributed.all_reduce(flat)
+        flat /= run.num_gpus
+    if not bool(torch.isfinite(flat).all()):
+        close_logs(run)
+        raise dnnlib.util.UserError(
+            f'Training diverged: NaN/Inf in the {phase.name} loss gradients at kimg {run.cur_nimg / 1000:.3f} '
+            f'(tick {run.cur_tick}); last good snapshot: {run.last_snapshot_pkl or "none"}')
+    for param, grad in zip(params, flat.split([param.numel() for param in params])):
+        param.grad = grad.view_as(param)
+
+
+def run_phase(run, phase, execution):
+    """One execution of a phase: gradients of the phase's loss over this rank's batch, then an optimiser step."""
+    module, optimizer = run.nets[phase.module], run.optimizers[phase.module]
+    num_rounds = run.batch_size // (run.batch_gpu * run.num_gpus)
+    if phase.get('uses_reals', True):
+        real_img, real_c = next_reals(run)
+    else:
+        real_img, real_c = [None] * num_rounds, [None] * num_rounds
+    z, c = draw_latents(run.random_seed, run.batch_idx, execution, run.batch_size, run.G.z_dim,
+                        run.training_set, run.rank, run.num_gpus)
+    optimizer.zero_grad(set_to_none=True)
+    module.requires_grad_(True)
+    for chunk in zip(real_img, real_c, z.to(run.device).split(run.batch_gpu), c.to(run.device).split(run.batch_gpu)):
+        run.loss.accumulate_gradients(phase.name, *chunk, gain=phase.interval / num_rounds, cur_nimg=run.cur_nimg)
+    module.requires_grad_(False)
+    average_and_check_gradients(run, phase, module)
+    optimizer.step()
+
+
+def ema_beta_now(run):
+    """G_ema's decay for this step: a fixed per-step beta, or from the half-life in images (ramped up early)."""
+    if run.ema_beta is not None:
+        return run.ema_beta
+    if run.ema_kimg is None:
+        return 0.0
+    half_life = run.ema_kimg * 1000
+    if run.ema_rampup is not None:
+        half_life = min(half_life, run.cur_nimg * run.ema_rampup)
+    return 0.5 ** (run.batch_size / max(half_life, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(G_ema, G, beta):
+    for param_ema, param in zip(G_ema.parameters(), G.parameters()):
+        param_ema.copy_(param.lerp(param_ema, beta))
+    for buffer_ema, buffer in zip(G_ema.buffers(), G.buffers()):
+        buffer_ema.copy_(buffer)
+
+
+def training_step(run):
+    """Schedule, every due phase (each repeat a fresh execution), G_ema, counters, ADA."""
+    run.schedule.apply(run.cur_nimg, run.G, run.D)
+    execution = 0
+    for phase in run.loss.phases:
+        if run.batch_idx % phase.interval != 0:
             continue
+        timer = phase_timer(run, phase.name)
+        for _ in range(phase.repeats):
+            run_phase(run, phase, execution)
+            execution += 1
+        timer.stop()
+    update_ema(run.G_ema, run.G, ema_beta_now(run))
+    run.cur_nimg += run.batch_size
+    run.batch_idx += 1
+    if run.ada is not None and run.batch_idx % run.ada.interval == 0:
+        run.ada.update(run.augment_pipe, run.loss.real_sign_stats)
 
-        # Maintenance must not disturb training randomness: set the RNG state aside until the next step.
-        train_rng = capture_rng_state(device)
 
-        # Print status line, accumulating the same information in training_stats.
-        tick_end_time = time.time()
-        fields = []
-        fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
-        fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.3f}"]
-        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
-        fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
-        fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1e3):<7.2f}"]
-        fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
-        fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}"]
-        gpu_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0
-        fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem):<6.2f}"]
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-        fields += [f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p.cpu()) if augment_pipe is not None else 0):.3f}"]
-        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
-        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
-        if rank == 0:
-            print(' '.join(fields))
+class phase_timer:
+    """CUDA events around a phase on rank 0 (reported as Timing/<phase> in ms); nothing on CPU."""
 
-        # Check for abort.
-        if (not done) and (abort_fn is not None) and abort_fn():
-            done = True
-            if rank == 0:
-                print()
-                print('Aborting...')
+    def __init__(self, run, name):
+        self.events = None
+        if run.rank == 0 and run.device.type == 'cuda':
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self.events[0].record(torch.cuda.current_stream(run.device))
+            run.phase_events[name] = self.events
 
-        tag = snapshot_tag(cur_nimg, kimg_per_tick)
+    def stop(self):
+        if self.events is not None:
+            self.events[1].record()
 
-        # Save image snapshot.
-        if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
-            save_fakes_grid(G_ema, grid_z, grid_c, os.path.join(run_dir, f'fakes{tag}.png'), grid_size)
+#----------------------------------------------------------------------------
+# Tick ends: report, snapshots, metrics, logs.
 
-        # Save network snapshot, and the training state beside it.
-        snapshot_pkl = None
-        snapshot_data = None
-        if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
-            snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs))
-            for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
-                if module is not None:
-                    if distributed:
-                        misc.check_ddp_consistency(module, ignore_regex=r'.*\.w_avg') # w_avg tracks each rank's own batches
-                    module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-                snapshot_data[name] = module
-                del module # conserve memory
-            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
-            training_state = dict(
-                version=1, cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx, data_position=batch_idx * batch_size,
-                num_gpus=num_gpus, batch_size=batch_size, random_seed=random_seed,
-                G_opt=opts['G'].state_dict(), D_opt=opts['D'].state_dict(),
-                augment_p=float(augment_pipe.p.cpu()) if augment_pipe is not None else None,
-                real_sign_stats=loss.real_sign_stats.cpu().clone() if hasattr(loss, 'real_sign_stats') else None,
-                pl_mean=loss.pl_mean.cpu().clone() if hasattr(loss, 'pl_mean') else None,
-                rng=_gather_objects(train_rng, distributed),
-            )
-            if rank == 0:
-                # State first, then the pickle: a snapshot pkl whose state exists is always complete.
-                with dnnlib.util.atomic_write(state_path_for(snapshot_pkl)) as tmp:
-                    torch.save(training_state, tmp)
-                with dnnlib.util.atomic_write(snapshot_pkl) as tmp:
-                    with open(tmp, 'wb') as f:
-                        pickle.dump(snapshot_data, f)
-            last_snapshot_pkl = snapshot_pkl
+def report_tick(run, now):
+    """Print the status line; the same values go to training_stats."""
+    tick_sec = now - run.tick_start_time
+    peak_gpu = torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == 'cuda' else 0
+    values = [
+        ('tick', 'Progress/tick', run.cur_tick, '<5d'),
+        ('kimg', 'Progress/kimg', run.cur_nimg / 1e3, '<8.3f'),
+        ('time', 'Timing/total_sec', now - run.start_time, None),
+        ('sec/tick', 'Timing/sec_per_tick', tick_sec, '<7.1f'),
+        ('sec/kimg', 'Timing/sec_per_kimg', tick_sec / max(run.cur_nimg - run.tick_start_nimg, 1) * 1e3, '<7.2f'),
+        ('maintenance', 'Timing/maintenance_sec', run.maintenance_time, '<6.1f'),
+        ('cpumem', 'Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30, '<6.2f'),
+        ('gpumem', 'Resources/peak_gpu_mem_gb', peak_gpu, '<6.2f'),
+        ('augment', 'Progress/augment', float(run.augment_pipe.p.cpu()) if run.augment_pipe is not None else 0.0, '.3f'),
+    ]
+    parts = []
+    for label, stat, value, fmt in values:
+        training_stats.report0(stat, value)
+        shown = f'{dnnlib.util.format_time(value):<12s}' if fmt is None else format(value, fmt)
+        parts.append(f'{label} {shown}')
+    training_stats.report0('Timing/total_hours', (now - run.start_time) / 3600)
+    training_stats.report0('Timing/total_days', (now - run.start_time) / 86400)
+    if run.device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    if run.rank == 0:
+        print(' '.join(parts))
 
-        # Evaluate metrics.
-        metric_main = _metric_main() if len(metrics) > 0 else None
-        if (snapshot_data is not None) and (metric_main is not None):
-            if rank == 0:
-                print('Evaluating metrics...')
-            for metric in metrics:
-                result_dict = metric_main.calc_metric(metric=metric, G=snapshot_data['G_ema'],
-                    dataset_kwargs=dnnlib.EasyDict(training_set_kwargs), num_gpus=num_gpus, rank=rank, device=device) # a copy: metrics adjust it
-                if rank == 0:
-                    metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
-                stats_metrics.update(result_dict.results)
-        del snapshot_data # conserve memory
 
-        # Collect statistics.
-        for phase in phases:
-            value = []
-            if (phase.start_event is not None) and (phase.end_event is not None):
-                phase.end_event.synchronize()
-                value = phase.start_event.elapsed_time(phase.end_event)
-            training_stats.report0('Timing/' + phase.name, value)
-        stats_collector.update()
-        stats_dict = stats_collector.as_dict()
+def gather_from_ranks(obj, num_gpus):
+    """[obj of rank 0, obj of rank 1, ...] (a collective call when there are several processes)."""
+    if num_gpus == 1:
+        return [obj]
+    gathered = [None] * num_gpus
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
-        # Update logs.
-        timestamp = time.time()
-        if stats_jsonl is not None:
-            fields = dict(stats_dict, timestamp=timestamp)
-            stats_jsonl.write(json.dumps(fields) + '\n')
-            stats_jsonl.flush()
-        if stats_tfevents is not None:
-            global_step = int(cur_nimg / 1e3)
-            walltime = timestamp - start_time
-            for name, value in stats_dict.items():
-                stats_tfevents.add_scalar(name, value.mean, global_step=global_step, walltime=walltime)
-            for name, value in stats_metrics.items():
-                stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
-            stats_tfevents.flush()
-        if progress_fn is not None:
-            progress_fn(cur_nimg // 1000, total_kimg)
 
-        # Update state.
-        restore_rng_state(train_rng, device)
-        cur_tick += 1
-        tick_start_nimg = cur_nimg
-        tick_start_time = time.time()
-        maintenance_time = tick_start_time - tick_end_time
-        if done:
-            break
+def save_snapshot(run, tag, train_rng):
+    """The network pickle and, first, its training state; returns the snapshot dict (CPU copies)."""
+    snapshot = dict(training_set_kwargs=dict(run.training_set_kwargs))
+    for name in ('G', 'D', 'G_ema', 'augment_pipe'):
+        module = run.nets.get(name)
+        if module is not None:
+            if run.num_gpus > 1:
+                misc.check_ddp_consistency(module, ignore_regex=r'.*\.w_avg')  # w_avg follows each rank's own batches
+            module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+        snapshot[name] = module
+    state = dict(
+        version=STATE_VERSION, cur_nimg=run.cur_nimg, cur_tick=run.cur_tick + 1, batch_idx=run.batch_idx,
+        data_position=run.data_position, num_gpus=run.num_gpus, batch_size=run.batch_size, random_seed=run.random_seed,
+        optimizers={name: opt.state_dict() for name, opt in run.optimizers.items()},
+        augment_p=float(run.augment_pipe.p.cpu()) if run.augment_pipe is not None else None,
+        loss=run.loss.state_dict(), rng=gather_from_ranks(train_rng, run.num_gpus))
+    pkl_path = os.path.join(run.run_dir, f'network-snapshot-{tag}.pkl')
+    if run.rank == 0:
+        # The state goes first: a pickle whose state file exists is always a complete snapshot.
+        with dnnlib.util.atomic_write(state_path_for(pkl_path)) as tmp:
+            torch.save(state, tmp)
+        with dnnlib.util.atomic_write(pkl_path) as tmp, open(tmp, 'wb') as f:
+            pickle.dump(snapshot, f)
+    run.last_snapshot_pkl = pkl_path
+    return snapshot
 
-    # Done.
-    _close_logs(stats_jsonl, stats_tfevents)
-    if rank == 0:
-        print()
-        print('Exiting...')
+
+def evaluate_metrics(run, snapshot):
+    try:
+        from metrics import metric_main
+    except ImportError:
+        return
+    if run.rank == 0:
+        print('Evaluating metrics...')
+    for metric in run.metrics:
+        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'], num_gpus=run.num_gpus, rank=run.rank,
+                                         device=run.device, dataset_kwargs=dnnlib.EasyDict(run.training_set_kwargs))
+        if run.rank == 0:
+            metric_main.report_metric(result, run_dir=run.run_dir, snapshot_pkl=run.last_snapshot_pkl)
+        run.metric_values.update(result.results)
+
+
+def write_stats(run, now):
+    """Collect this tick's statistics (phase timings included) into stats.jsonl and TensorBoard."""
+    for name, (start, end) in run.phase_events.items():
+        end.synchronize()
+        training_stats.report0('Timing/' + name, start.elapsed_time(end))
+    run.stats_collector.update()
+    stats = run.stats_collector.as_dict()
+    if run.stats_jsonl is not None:
+        run.stats_jsonl.write(json.dumps(dict(stats, timestamp=now)) + '\n')
+        run.stats_jsonl.flush()
+    if run.stats_tfevents is not None:
+        step, walltime = int(run.cur_nimg / 1e3), now - run.start_time
+        for name, value in stats.items():
+            run.stats_tfevents.add_scalar(name, value.mean, global_step=step, walltime=walltime)
+        for name, value in run.metric_values.items():
+            run.stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=step, walltime=walltime)
+        run.stats_tfevents.flush()
+
+
+def finish_tick(run, done):
+    """Everything done once per tick; returns whether training is over. Runs with the training RNGs set aside."""
+    train_rng = capture_rng_state(run.device)
+    tick_end = time.time()
+    report_tick(run, tick_end)
+    if not done and run.abort_fn is not None and run.abort_fn():
+        done = True
+        if run.rank == 0:
+            print('\nAborting...')
+    tag = snapshot_tag(run.cur_nimg, run.kimg_per_tick)
+    due = lambda every: every is not None and (done or run.cur_tick % every == 0)
+    if run.rank == 0 and due(run.image_snapshot_ticks):
+        save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, os.path.join(run.run_dir, f'fakes{tag}.png'), run.grid_size)
+    if due(run.network_snapshot_ticks):
+        snapshot = save_snapshot(run, tag, train_rng)
+        if run.metrics:
+            evaluate_metrics(run, snapshot)
+        del snapshot
+    write_stats(run, time.time())
+    if run.progress_fn is not None:
+        run.progress_fn(run.cur_nimg // 1000, run.total_kimg)
+    restore_rng_state(train_rng, run.device)
+    run.cur_tick += 1
+    run.tick_start_nimg = run.cur_nimg
+    run.tick_start_time = time.time()
+    run.maintenance_time = run.tick_start_time - tick_end
+    return done
 
 #----------------------------------------------------------------------------
 
-def _gather_objects(obj, distributed):
-    """List of `obj` from every rank, in rank order (collective when distributed)."""
-    if not distributed:
-        return [obj]
-    objs = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(objs, obj)
-    return objs
+def setup(run):
+    """Build everything a run needs into `run` (an EasyDict of the loop's options)."""
+    run.device = setup_process(run.random_seed, run.num_gpus, run.rank, run.local_rank, run.cudnn_benchmark, run.allow_tf32)
+    assert run.batch_size % (run.batch_gpu * run.num_gpus) == 0, 'batch_size must be a multiple of batch_gpu * num_gpus'
+    snapshot, state = load_resume(run.resume_pkl, run.num_gpus, run.batch_size, run.rank)
+    run.data_position = 0 if state is None else state['data_position']
+    run.training_set, run.data_iter = open_training_data(run.training_set_kwargs, run.data_loader_kwargs, run.random_seed,
+                                                         run.rank, run.num_gpus, run.batch_size, run.data_position, run.device)
+    run.G, run.D, run.G_ema = build_networks(run.G_kwargs, run.D_kwargs, run.training_set, run.random_seed, run.device)
+    if run.rank == 0:
+        print_summaries(run.G, run.D, run.batch_gpu, run.device)  # before resuming: its forward pass moves w_avg
+    run.nets = dict(G=run.G, D=run.D, G_ema=run.G_ema)
+    if snapshot is not None:
+        copy_resumed_weights(snapshot, run.resume_pkl, run.nets, exact=state is not None)
+    run.augment_pipe, run.ada = build_augment(run.augment_kwargs, run.augment_p, run.ada_target, run.ada_interval,
+                                              run.ada_kimg, run.batch_size, state, run.device)
+    run.nets['augment_pipe'] = run.augment_pipe
+    if run.num_gpus > 1:
+        broadcast_from_rank0([run.G, run.D, run.G_ema, run.augment_pipe])
+    run.loss = dnnlib.util.construct_class_by_name(device=run.device, G=run.G, D=run.D, augment_pipe=run.augment_pipe, **run.loss_kwargs)
+    run.optimizers = build_optimizers(run.loss, run.nets, dict(G=run.G_opt_kwargs, D=run.D_opt_kwargs))
+    run.schedule = dnnlib.util.construct_class_by_name(**run.schedule_kwargs, img_resolution=run.training_set.resolution)
+    restore_counters(run, state)
+    run.schedule.apply(run.cur_nimg, run.G, run.D, run.G_ema)
+    if run.rank == 0:
+        export_start_grids(run)
+        run.stats_jsonl, run.stats_tfevents = open_logs(run.run_dir)
+    if state is not None:
+        restore_rng_state(state['rng'][run.rank], run.device)
 
-def _close_logs(stats_jsonl, stats_tfevents):
-    if stats_jsonl is not None:
-        stats_jsonl.close()
-    if stats_tfevents is not None:
-        stats_tfevents.close()
+
+def restore_counters(run, state):
+    run.cur_nimg = run.cur_tick = run.batch_idx = 0
+    run.last_snapshot_pkl = None
+    if state is not None:
+        run.cur_nimg, run.cur_tick, run.batch_idx = state['cur_nimg'], state['cur_tick'], state['batch_idx']
+        for name, opt_state in state['optimizers'].items():
+            run.optimizers[name].load_state_dict(opt_state)
+        run.loss.load_state_dict(state['loss'])
+        run.last_snapshot_pkl = run.resume_pkl
+
+
+def export_start_grids(run):
+    grid_max = run.snapshot_grid_max if run.snapshot_grid_max is not None else (None if run.device.type == 'cuda' else 4)
+    run.grid_size, images, labels = setup_snapshot_image_grid(run.training_set, run.random_seed, grid_max)
+    save_image_grid(images, os.path.join(run.run_dir, 'reals.png'), drange=[0, 255], grid_size=run.grid_size)
+    run.grid_z, run.grid_c = grid_latents(run.G, labels, run.random_seed, run.batch_gpu, run.device)
+    save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, os.path.join(run.run_dir, 'fakes_init.png'), run.grid_size)
+
+
+def training_loop(
+    run_dir='.',                  # where snapshots, grids and logs go
+    training_set_kwargs={},       # dataset, built by class_name
+    data_loader_kwargs={},        # torch.utils.data.DataLoader options
+    G_kwargs={}, D_kwargs={},     # networks, built by class_name with c_dim, img_resolution, img_channels
+    G_opt_kwargs={}, D_opt_kwargs={},  # optimisers, built by class_name (the loss may adjust them)
+    loss_kwargs={},               # a training.loss.Loss subclass, built by class_name
+    schedule_kwargs={'class_name': 'training.schedules.FixedResolution'},  # resolution schedule
+    augment_kwargs=None,          # augmentation pipe; None: no augmentation
+    metrics=[],                   # metric names evaluated at network snapshots
+    random_seed=0,
+    num_gpus=1, rank=0, local_rank=None,  # processes in training, this one's rank, its CUDA device (None: rank)
+    batch_size=4,                 # global batch per step
+    batch_gpu=4,                  # images per process per forward pass (the rest accumulates)
+    ema_kimg=10,                  # G_ema half-life in kimg; None: G_ema follows G
+    ema_beta=None,                # fixed G_ema decay per step (overrides ema_kimg)
+    ema_rampup=None,              # half-life limited to cur_nimg * ema_rampup early on; None: off
+    augment_p=0,                  # initial augmentation probability
+    ada_target=None,              # ADA's target for E[sign(D(real))]; None: p stays fixed
+    ada_interval=4,               # steps between ADA updates
+    ada_kimg=500,                 # kimg for ADA to move p by 1
+    total_kimg=25000,             # training length
+    kimg_per_tick=4,              # kimg between status lines
+    image_snapshot_ticks=50,      # ticks between fake grids; None: never
+    network_snapshot_ticks=50,    # ticks between network snapshots (and training states); None: never
+    resume_pkl=None,              # pickle to start from; exact when its training-state file is beside it
+    cudnn_benchmark=True,
+    allow_tf32=False,
+    abort_fn=None,                # callable; True ends training at the next tick (same answer on all ranks)
+    progress_fn=None,             # called with (kimg done, total kimg) at every tick on every rank
+    snapshot_grid_max=None,       # cap on grid rows/columns; None: full size on CUDA, 4 on CPU
+):
+    run = dnnlib.EasyDict(locals())
+    run.start_time = time.time()
+    run.stats_jsonl = run.stats_tfevents = None
+    run.phase_events, run.metric_values = {}, {}
+    setup(run)
+    run.stats_collector = training_stats.Collector(regex='.*')
+    run.tick_start_nimg, run.tick_start_time = run.cur_nimg, time.time()
+    run.maintenance_time = run.tick_start_time - run.start_time
+    if progress_fn is not None:
+        progress_fn(run.cur_nimg // 1000, total_kimg)
+    if rank == 0:
+        print(f'Training for {total_kimg} kimg...\n')
+    while True:
+        training_step(run)
+        done = run.cur_nimg >= total_kimg * 1000
+        tick_over = run.cur_tick == 0 or run.cur_nimg >= run.tick_start_nimg + kimg_per_tick * 1000
+        if (done or tick_over) and finish_tick(run, done):
+            break
+    close_logs(run)
+    if rank == 0:
+        print('\nExiting...')
 
 #----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
     cell = (slide_dims[0] / w, slide_dims[1] / h)
     n_rows, n_cols, panel_h = panel_layout(w, h)
     fig_w = n_cols * panel_h * w / h + 0.4
-    fig_h = n_rows * (panel_h + 0.3) + 0.9
+    fig_h = n_rows * (panel_h + 0.3) + 0.7
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(fig_w, fig_h), dpi=dpi, squeeze=False)
     axes = axes.ravel()
     try:
@@ -111,7 +111,7 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
         fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.tight_layout(rect=(0, 0.6 / fig_h, 1, 1))
+        fig.tight_layout(rect=(0, 0.35 / fig_h, 1, 1))
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         buf = io.BytesIO()
         fig.savefig(buf, format='png', dpi=dpi)

@@ -13,6 +13,7 @@ thumbnail, and an ink filter removes marker of any colour. `published_scale()` k
 import math
 
 import numpy as np
+import scipy.ndimage
 import skimage.color
 import skimage.filters
 import skimage.morphology
@@ -151,9 +152,9 @@ def adaptive_scale(thumb_shape: tuple[int, int], thumb_mpp: float | None, patch_
 
     The smallest object is `min_object_um2` when the resolution is known, else a fixed share of the thumbnail;
     never more than `patch_px`, the area one patch covers on the thumbnail, because a piece of tissue that can
-    hold a whole patch is worth keeping. Holes up to a tenth of that are filled: a fine thumbnail resolves
-    lumens and pale stroma that the published 1/32 thumbnail averaged into the tissue around them. Morphology
-    radii keep their published physical size.
+    hold a whole patch is worth keeping. Holes under a tenth of a patch (of the smallest object without one)
+    are filled: a fine thumbnail resolves lumens, pale stroma and single nuclei that the published 1/32
+    thumbnail averaged into the tissue around them. Morphology radii keep their published physical size.
     """
     if thumb_mpp is not None:
         min_object = min_object_um2 / thumb_mpp ** 2
@@ -196,8 +197,8 @@ def ink_mask(rgb: np.ndarray) -> np.ndarray:
     off_band = (hue < HE_HUE_BAND[0]) & (hue > HE_HUE_BAND[1])  # the band wraps through red (hue 1 == 0)
     navy = (value[candidates] < NAVY_MAX_VALUE) & (hue > NAVY_HUES[0]) & (hue < NAVY_HUES[1])
     ink[candidates] = (off_band & (saturation[candidates] > INK_MIN_SATURATION)) | navy
-    ink = skimage.morphology.opening(ink, skimage.morphology.disk(INK_SPECK_RADIUS)).astype(bool)
-    return skimage.morphology.dilation(ink, skimage.morphology.disk(1)).astype(bool)
+    ink = scipy.ndimage.binary_opening(ink, skimage.morphology.disk(INK_SPECK_RADIUS))
+    return scipy.ndimage.binary_dilation(ink, skimage.morphology.disk(1))
 
 
 # ----------------------------------------------------------------------------
@@ -208,7 +209,9 @@ def deep_histopath_mask(rgb: np.ndarray, scale: EasyDict | None = None, ink: np.
     """The published filter chain; `scale` (default: published) sets its sizes, `ink` pixels are taken out."""
     scale = published_scale() if scale is None else scale
     keep = filter_green_channel(rgb) & filter_grays(rgb)
-    keep &= filter_red_pen(rgb) & filter_green_pen(rgb) & filter_blue_pen(rgb)
+    # The pen boxes are per pixel: test only the pixels still kept (glass is most of a slide).
+    candidates = rgb[..., :3][keep][None]
+    keep[keep] = (filter_red_pen(candidates) & filter_green_pen(candidates) & filter_blue_pen(candidates))[0]
     if scale.chain_hole_px > 0:
         # On a fine thumbnail, lumens and single nuclei (dark purple falls in the blue-pen boxes) leave holes.
         keep = skimage.morphology.remove_small_holes(keep, max_size=scale.chain_hole_px - 1)
