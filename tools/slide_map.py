@@ -86,9 +86,20 @@ def patch_labels(regions, plan):
     return ann.label_patches(*fractions)
 
 
-def plan_map(path, opts, annotation=None):
-    """Open and plan one slide before anything is written: bad slides or annotations stop here."""
-    regions = ann.load_annotations(annotation) if annotation is not None else None
+def check_inputs(paths, annotations):
+    """Open every slide and parse every annotation file before any model is loaded or file written: bad input
+    stops the run with one line at once. Returns the regions per slide (None: no annotation file)."""
+    regions = []
+    for path in paths:
+        with wsi.open_slide(path):
+            pass
+        found = annotation_for(annotations, path, len(paths) > 1)
+        regions.append(ann.load_annotations(found) if found is not None else None)
+    return regions
+
+
+def plan_map(path, opts, regions=None):
+    """Tissue patches of one slide on the grid, with their labels from the annotation regions."""
     with wsi.open_slide(path) as slide:
         plan = sd.plan_slide(slide, opts, level_image=sd.read_level_if_cheap(slide, opts))
     plan.regions = regions
@@ -307,6 +318,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
     paths = sd.shard_slides(sd.find_slides(slide), shard)
     if annotations is not None and os.path.isdir(annotations):
         ann.check_annotation_folder(annotations, [slide_name(p) for p in sd.find_slides(slide)])
+    all_regions = check_inputs(paths, annotations)
     models = load_models(network, method, encoder, device)
     resolution = models.G.img_resolution
     opts = map_options(resolution, patch_size, level, mpp, stride, tissue_min)
@@ -314,9 +326,9 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
         raise UserError('--batch and --workers must be at least 1')
     timings = EasyDict(read=0.0, score=0.0, write=0.0, patches=0)
     done = []
-    for path in paths:
+    for path, regions in zip(paths, all_regions):
         name = slide_name(path)
-        plan = plan_map(path, opts, annotation_for(annotations, path, len(paths) > 1))
+        plan = plan_map(path, opts, regions)
         cli_utils.make_outdir(outdir)
         final = os.path.join(outdir, name + '.csv')
         partial = final + '.partial'
