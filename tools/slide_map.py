@@ -39,6 +39,7 @@ CSV_FIELDS = ('index', 'x', 'y', 'size', 'tissue_fraction', 'label') + anomaly.S
 CHUNK_BATCHES = 16     # patches handed to the reader at once = CHUNK_BATCHES * batch: bounds memory on huge slides
 DEFAULT_TOP_K = 10
 DEFAULT_TISSUE_MIN = 0.5
+IN_MEMORY_MAX_PIXELS = pt.IN_MEMORY_MAX_PIXELS  # smaller levels are decoded once and cut in memory
 
 #----------------------------------------------------------------------------
 # Models and options.
@@ -368,7 +369,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
 def _level_fits(geom):
     # Small levels are decoded once and cut in memory (the dataset tool's shortcut); big ones go through workers.
     lw, lh = geom.level_dims
-    return lw * lh <= pt.IN_MEMORY_MAX_PIXELS
+    return lw * lh <= IN_MEMORY_MAX_PIXELS
 
 #----------------------------------------------------------------------------
 
