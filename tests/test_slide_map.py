@@ -153,3 +153,28 @@ def test_bad_inputs_one_line_and_nothing_written(lesion, tmp_path, case):
     assert res.output.startswith('Error: ') and len(res.output.strip().splitlines()) == 1, res.output
     assert 'Traceback' not in res.output
     assert not outdir.exists() or not os.listdir(outdir)
+
+
+def test_slide_set_evaluation_and_shards(lesion, tmp_path, one_thread):
+    """A folder of a lesion slide and a normal slide, annotations for the lesion only: the normal slide's patches
+    are all normal, the slide-level AUROC is sklearn's over the CSVs' maxima; --shard picks from the sorted list."""
+    slides = tmp_path / 'slides'
+    slides.mkdir()
+    os.link(lesion['slide'], slides / 'lesion.tif')
+    wsi.write_pyramid_tiff(str(slides / 'normal.tif'), lesion['image'][1024:2048, :1024], levels=2, mpp=0.499)
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'lesion.xml').write_text(open(lesion['xml']).read())
+    base = ['--network', lesion['network'], '--encoder', lesion['encoder'], '--slide', str(slides),
+            '--annotations', str(notes), '--device', 'cpu'] + GEOMETRY
+    res = CliRunner().invoke(slide_map.main, base + ['--outdir', str(tmp_path / 'shard'), '--shard', '1/2'])
+    assert res.exit_code == 0, res.output
+    assert sorted(f for f in os.listdir(tmp_path / 'shard') if f.endswith('.csv')) == ['normal.csv']
+    res = CliRunner().invoke(slide_map.main, base + ['--outdir', str(tmp_path / 'all')])
+    assert res.exit_code == 0, res.output
+    found = json.loads(res.output.strip().splitlines()[-1])
+    normal = read_csv(tmp_path / 'all' / 'normal.csv')
+    assert len(normal) >= 8 and {r['label'] for r in normal} == {'0'}
+    maxima = [max(float(r['score']) for r in read_csv(tmp_path / 'all' / f'{n}.csv')) for n in ('lesion', 'normal')]
+    assert found['num_slides'] == 2
+    assert found['slide_AUROC_max'] == pytest.approx(metrics.roc_auc_score([1, 0], maxima))

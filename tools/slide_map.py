@@ -95,7 +95,10 @@ def check_inputs(paths, annotations):
         with wsi.open_slide(path):
             pass
         found = annotation_for(annotations, path, len(paths) > 1)
-        regions.append(ann.load_annotations(found) if found is not None else None)
+        if found is not None:
+            regions.append(ann.load_annotations(found))
+        else:  # in an annotation folder, a slide without a file is a normal slide (CAMELYON16 normal_*.tif)
+            regions.append(None if annotations is None else [])
     return regions
 
 
