@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -155,9 +156,10 @@ def test_bad_inputs_one_line_and_nothing_written(lesion, tmp_path, case):
     assert not outdir.exists() or not os.listdir(outdir)
 
 
-def test_slide_set_evaluation_and_shards(lesion, tmp_path, one_thread):
-    """A folder of a lesion slide and a normal slide, annotations for the lesion only: the normal slide's patches
-    are all normal, the slide-level AUROC is sklearn's over the CSVs' maxima; --shard picks from the sorted list."""
+def test_slide_set_evaluation_and_shards(lesion, straight, tmp_path, monkeypatch, one_thread):
+    """A folder of a lesion slide and a normal slide, annotations for the lesion only. Shards fill one output folder
+    (--shard picks from the sorted list); a final --resume run over all slides rescores nothing and evaluates: the
+    normal slide's patches are all normal, the slide-level AUROC is sklearn's over the CSVs' maxima."""
     slides = tmp_path / 'slides'
     slides.mkdir()
     os.link(lesion['slide'], slides / 'lesion.tif')
@@ -165,16 +167,23 @@ def test_slide_set_evaluation_and_shards(lesion, tmp_path, one_thread):
     notes = tmp_path / 'notes'
     notes.mkdir()
     (notes / 'lesion.xml').write_text(open(lesion['xml']).read())
+    outdir = tmp_path / 'maps'
     base = ['--network', lesion['network'], '--encoder', lesion['encoder'], '--slide', str(slides),
-            '--annotations', str(notes), '--device', 'cpu'] + GEOMETRY
-    res = CliRunner().invoke(slide_map.main, base + ['--outdir', str(tmp_path / 'shard'), '--shard', '1/2'])
+            '--annotations', str(notes), '--device', 'cpu', '--outdir', str(outdir)] + GEOMETRY
+    res = CliRunner().invoke(slide_map.main, base + ['--shard', '1/2'])
     assert res.exit_code == 0, res.output
-    assert sorted(f for f in os.listdir(tmp_path / 'shard') if f.endswith('.csv')) == ['normal.csv']
-    res = CliRunner().invoke(slide_map.main, base + ['--outdir', str(tmp_path / 'all')])
+    assert sorted(f for f in os.listdir(outdir) if f.endswith('.csv')) == ['normal.csv']
+    shutil.copy(straight[0] / 'lesion.csv', outdir / 'lesion.csv')  # shard 0/2, scored by the `straight` run
+
+    def no_scoring(*_args, **_kwargs):
+        raise AssertionError('a finished slide was scored again')
+    monkeypatch.setattr(anomaly, 'score_patches', no_scoring)
+    res = CliRunner().invoke(slide_map.main, base + ['--resume'])
     assert res.exit_code == 0, res.output
     found = json.loads(res.output.strip().splitlines()[-1])
-    normal = read_csv(tmp_path / 'all' / 'normal.csv')
+    normal = read_csv(outdir / 'normal.csv')
     assert len(normal) >= 8 and {r['label'] for r in normal} == {'0'}
-    maxima = [max(float(r['score']) for r in read_csv(tmp_path / 'all' / f'{n}.csv')) for n in ('lesion', 'normal')]
-    assert found['num_slides'] == 2
+    maxima = [max(float(r['score']) for r in read_csv(outdir / f'{n}.csv')) for n in ('lesion', 'normal')]
+    assert found['num_slides'] == 2 and found['num_patches'] == len(normal) + len(read_csv(outdir / 'lesion.csv'))
     assert found['slide_AUROC_max'] == pytest.approx(metrics.roc_auc_score([1, 0], maxima))
+    assert (outdir / 'normal_overlay.png').exists() and (outdir / 'lesion_overlay.png').exists()
