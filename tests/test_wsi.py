@@ -135,3 +135,12 @@ def test_associated_thumbnail_used_when_cheaper(he_slide_path, he_image):
         thumb = slide.thumbnail(32)
     ref = np.asarray(PIL.Image.fromarray(he_image).resize((70, 93), PIL.Image.BOX)).astype(int)
     assert np.abs(thumb.astype(int) - ref).mean() < 4
+
+
+def test_mpp_enlargement_limit_and_plausible_range(he_slide_path):
+    with wsi.open_slide(he_slide_path) as slide:
+        assert slide.mpp_plausible
+        # 0.499 um/px read at 0.26 um/px: 1.9x larger, allowed (128 px patches come from 67 px reads).
+        assert slide.read_size_for_mpp(128, 0.26) == (0, 67)
+        with pytest.raises(UserError, match=r'0\.499 um/px at level 0, so --mpp=0\.2 would enlarge it 2\.5x.*--level'):
+            slide.read_size_for_mpp(128, 0.2)

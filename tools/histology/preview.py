@@ -107,7 +107,8 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
             axes[2].imshow(class_overlay((h, w), cell, xy, extent, classes), interpolation='nearest')
         handles = [mpatches.Patch(color=CLASS_COLORS[c], label=f'{CLASS_LABELS[c]} ({counts[c]})') for c in CLASS_COLORS]
         if ink_share > 0:
-            handles.append(mpatches.Patch(color=INK_COLOR, label=f'marker ink removed ({100 * ink_share:.1f} % of slide)'))
+            ink_label = f'marker ink removed ({100 * ink_share:.1f} % of slide)'
+            handles.append(mpatches.Patch(color=INK_COLOR, label=ink_label))
         fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
         if title:
             fig.suptitle(title, fontsize=10)

@@ -383,5 +383,4 @@ def format_summary(summary: EasyDict) -> str:
     lines = [f'Slides: {summary.slides}   candidates: {summary.candidates} ({classes})',
              f'Kept: {summary.kept} patches ({labels})   in {summary.seconds:.1f} s, {rate:.1f} patches/s']
     lines += [f'Skipped {s}' for s in summary.skipped_slides]
-    lines += [f'Warning: {w}' for w in summary.warnings]
     return '\n'.join(lines)

@@ -150,7 +150,7 @@ class Slide:
             ratio = 1.0
         if ratio * MAX_ENLARGEMENT < 1:
             raise UserError(f'{self.path}: the slide says {self.mpp:g} um/px at level 0, so --mpp={mpp:g} would '
-                            f'enlarge it {1 / ratio:.0f}x (at most {MAX_ENLARGEMENT:g}x allowed); if that '
+                            f'enlarge it {round(1 / ratio, 1):g}x (at most {MAX_ENLARGEMENT:g}x allowed); if that '
                             f'resolution is wrong, read pixels as stored with --level=0 instead of --mpp')
         return level, max(1, int(round(size * ratio)))
 
