@@ -116,7 +116,7 @@ def test_interrupted_run_resumes_to_the_straight_result(straight, lesion, tmp_pa
     assert res.exit_code == 1 and len(calls) == 3  # click turns Ctrl-C into 'Aborted!'
     assert not (tmp_path / 'lesion.csv').exists() and len(read_csv(tmp_path / 'lesion.csv.partial')) == 64
     monkeypatch.setattr(anomaly, 'score_patches', real)
-    res = run(lesion, tmp_path, '--resume')
+    res = run(lesion, tmp_path, '--resume', '--workers', '2')
     assert res.exit_code == 0, res.output
     assert not (tmp_path / 'lesion.csv.partial').exists()
     resumed, expected = read_csv(tmp_path / 'lesion.csv'), read_csv(straight[0] / 'lesion.csv')
