@@ -33,8 +33,9 @@ CAMELYON16_PATCHES = 100_000  # tissue patches of 64 px at level 0 on a typical 
 #----------------------------------------------------------------------------
 
 def config_e_models(res, device):
+    synthesis = dict(channel_base=16384, channel_max=512)
     G = stylegan2.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
-                            mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512))
+                            mapping_kwargs=dict(num_layers=8), synthesis_kwargs=synthesis)
     D = stylegan2.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=16384, channel_max=512)
     G, D = (m.eval().requires_grad_(False).to(device) for m in (G, D))
     E = build_encoder(G, D).eval().requires_grad_(False).to(device)

@@ -2,8 +2,6 @@
 
 import pickle
 
-import numpy as np
-
 from tools.histology import wsi
 from tools.train_encoder import build_encoder
 
