@@ -115,6 +115,8 @@ def test_interrupted_run_resumes_to_the_straight_result(straight, lesion, tmp_pa
     res = run(lesion, tmp_path)
     assert res.exit_code == 1 and len(calls) == 3  # click turns Ctrl-C into 'Aborted!'
     assert not (tmp_path / 'lesion.csv').exists() and len(read_csv(tmp_path / 'lesion.csv.partial')) == 64
+    with open(tmp_path / 'lesion.csv.partial', 'a') as f:
+        f.write('64,1152,')  # a kill in the middle of a line
     monkeypatch.setattr(anomaly, 'score_patches', real)
     res = run(lesion, tmp_path, '--resume', '--workers', '2')
     assert res.exit_code == 0, res.output

@@ -118,6 +118,8 @@ def read_partial(path, plan):
     """Rows already written by an interrupted run; checked against this run's plan."""
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
+    # a run killed while writing can leave a cut-off last line: keep complete rows only
+    rows = [r for r in rows if all(r.get(k) not in (None, '') for k in CSV_FIELDS)]
     for row in rows:
         i = int(row['index'])
         if i >= len(plan.kept) or (int(row['x']), int(row['y'])) != tuple(plan.xy[plan.kept[i]].tolist()):
@@ -156,7 +158,14 @@ def format_row(i, plan, result, k):
 def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num_steps=None, method='encoder',
                 progress=True, timings=None):
     """Score the kept patches not yet in `partial` and append them to it, flushing after every batch."""
-    done = {int(r['index']) for r in read_partial(partial, plan)} if os.path.exists(partial) else set()
+    kept_rows = read_partial(partial, plan) if os.path.exists(partial) else []
+    if kept_rows:  # rewrite without any cut-off line before appending
+        with dnnlib.util.atomic_write(partial) as tmp:
+            with open(tmp, 'w', newline='') as f:
+                writer = csv.DictWriter(f, CSV_FIELDS)
+                writer.writeheader()
+                writer.writerows(kept_rows)
+    done = {int(r['index']) for r in kept_rows}
     todo = np.array([i for i in range(len(plan.kept)) if i not in done], dtype=np.int64)
     timings = timings if timings is not None else EasyDict(read=0.0, score=0.0, write=0.0)
     level_image = None
