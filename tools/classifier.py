@@ -207,6 +207,7 @@ def train_classifier(data, outdir, val_split=0.1, epochs=20, batch=32, lr=1e-3, 
     options = dict(data=os.path.abspath(data), val_split=val_split, epochs=epochs, batch=batch, lr=lr,
                    pretrained=pretrained, seed=seed)
 
+    torch.manual_seed(seed)  # the initial weights are part of the run: same seed, same network
     model = build_model()
     if pretrained:
         load_pretrained(model, pretrained)
