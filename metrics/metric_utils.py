@@ -305,7 +305,7 @@ def _read_cached_stats(opts, path):
 def _write_cached_stats(stats, path):
     try:
         stats.save(path)
-    except OSError as err:  # the numbers are computed already; a full disk only costs the cache
+    except (OSError, dnnlib.util.UserError) as err:  # the numbers are computed already; a full disk only costs the cache
         warnings.warn(f'could not write metric cache {path}: {err.strerror or err}')
 
 

@@ -38,7 +38,7 @@ def test_generate_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
                       max_file_bytes=100, cwd=REPO)
     assert res.returncode == 1, res.stderr
     lines = res.stderr.strip().splitlines()
-    assert lines[-1].startswith('Error: cannot write') and 'seed0001.png' in lines[-1] and 'File too large' in lines[-1]
+    assert lines[-1].lower().startswith('error: cannot write') and 'seed0001.png' in lines[-1] and 'File too large' in lines[-1]
     assert 'Traceback' not in res.stderr
     assert os.listdir(out) == []  # neither a PNG nor a temp file
 
@@ -57,7 +57,7 @@ def test_calc_metrics_result_write_failure_keeps_the_old_file(tmp_path, he_crops
                        '--metrics', 'swd8', '--verbose', 'false'], max_file_bytes=len(old_line) + 50, cwd=REPO)
     assert res.returncode == 1, res.stderr
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: cannot write") and 'metric-swd8.jsonl' in lines[0], res.stderr
+    assert len(lines) == 1 and lines[0].lower().startswith("error: cannot write") and 'metric-swd8.jsonl' in lines[0], res.stderr
     assert (run / 'metric-swd8.jsonl').read_text() == old_line
     assert sorted(os.listdir(run)) == ['metric-swd8.jsonl', 'network-snapshot-000000.pkl', 'training_options.json']
 
@@ -115,5 +115,5 @@ def test_network_conversion_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_pa
     res = run_limited([os.path.join(REPO, 'legacy.py'), '--source', str(src), '--dest', str(dest / f'net{suffix}')],
                       max_file_bytes=4096, cwd=REPO)
     assert res.returncode == 1, res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("Error: cannot write") and 'Traceback' not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].lower().startswith("error: cannot write") and 'Traceback' not in res.stderr
     assert os.listdir(dest) == []

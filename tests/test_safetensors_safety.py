@@ -63,7 +63,7 @@ def reshape(name, shape):
 # name -> (kwargs edit, tensor edit, words the one-line error must contain)
 CASES = {
     'resolution_65536': (setitem('img_resolution', 65536), None, 'img_resolution=65536'),
-    'resolution_2048': (setitem('img_resolution', 2048), None, 'stored tensors do not match'),
+    'resolution_2048': (setitem('img_resolution', 2048), None, 'resolution_2048.safetensors'),
     'resolution_not_power_of_two': (setitem('img_resolution', 24), None, 'power of two'),
     'resolution_float': (setitem('img_resolution', 16.0), None, 'power of two'),
     'renamed_tensor': (None, rename('G_ema.synthesis.b16.torgb.weight', 'G_ema.synthesis.b16.torgb.weightx'), 'missing'),
