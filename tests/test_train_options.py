@@ -24,7 +24,8 @@ def _refused(outdir, *args):
     assert result.exit_code != 0, result.output
     assert 'Traceback' not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
     assert sorted(os.listdir(outdir)) == before, 'a refused start wrote into --outdir'
-    return result.output.strip().splitlines()[-1]
+    output = result.output  # a progress bar may share the error's line on some terminals
+    return output[output.rfind('Error:'):].strip().splitlines()[0]
 
 
 def _row(base='config-e', **changes):
