@@ -25,7 +25,7 @@ def _refused(outdir, *args):
     assert 'Traceback' not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
     assert sorted(os.listdir(outdir)) == before, 'a refused start wrote into --outdir'
     output = result.output  # a progress bar may share the error's line on some terminals
-    return output[output.rfind('Error:'):].strip().splitlines()[0]
+    return output.strip().splitlines()[-1].split('\x1b[A')[-1]
 
 
 def _row(base='config-e', **changes):
