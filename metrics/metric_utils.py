@@ -306,7 +306,7 @@ def _write_cached_stats(stats, path):
     try:
         stats.save(path)
     except (OSError, dnnlib.util.UserError) as err:  # the numbers are computed already; a full disk only costs the cache
-        warnings.warn(f'could not write metric cache {path}: {err.strerror or err}')
+        warnings.warn(f'could not write metric cache {path}: {getattr(err, "strerror", None) or err}')
 
 
 def _features(detector, images, detector_kwargs):
