@@ -99,6 +99,9 @@ def test_encoder_path_runs_vgg16_only_for_the_lpips_score(monkeypatch, one_threa
     np.testing.assert_allclose(both.score, distance + both.residual, rtol=1e-5)
     np.testing.assert_allclose(both.residual, fast.residual, rtol=1e-6)
     np.testing.assert_allclose(both.features, fast.features, rtol=1e-5)  # the terms do not depend on the score
+    mixed = anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='perceptual', kappa=3.0, lpips=lpips,
+                                  progress=False)
+    np.testing.assert_allclose(mixed.score, distance + 3.0 * fast.features, rtol=1e-4)
     with pytest.raises(Exception, match='unknown score'):
         anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='psnr')
 

@@ -50,7 +50,7 @@ def load_models(network, method='encoder', encoder=None, device=None, score=None
     G, D, E = anomaly.load_models(network, method, encoder, device, score)
     device = next(G.parameters()).device
     w_stats = projection.w_statistics(G) if method != 'encoder' and projection.has_w_space(G) else None
-    needs_vgg = method != 'encoder' or score == 'lpips'  # the encoder with the f-AnoGAN score never runs VGG16
+    needs_vgg = method != 'encoder' or score != 'fanogan'  # the encoder with the f-AnoGAN score never runs VGG16
     lpips = projection.lpips_lib.load_lpips(device) if needs_vgg else None
     return EasyDict(G=G, D=D, E=E, lpips=lpips, w_stats=w_stats, device=device, score=score)
 
@@ -397,8 +397,9 @@ def _level_fits(geom):
               help='encoder: one forward pass per patch (f-AnoGAN score); lpips / hybrid: projector optimisation, '
                    'much slower')
 @click.option('--score', type=click.Choice(anomaly.SCORES),
-              help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual (runs VGG16 on every '
-                   'patch)  [default: fanogan for encoder, lpips otherwise]')
+              help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
+                   'kappa * D-feature distance (both run VGG16 on every patch)  [default: fanogan for encoder, '
+                   'lpips otherwise]')
 @click.option('--patch-size', type=click.IntRange(min=pt.MIN_PATCH_SIZE),
               help='Patch side in pixels at --level/--mpp; resized to the network\'s resolution  [default: that '
                    'resolution]')
@@ -416,7 +417,7 @@ def _level_fits(geom):
                    'slides without a file count as normal. Adds outlines and the evaluation')
 @click.option('--resume', is_flag=True, help='Keep finished slides and continue partial CSVs instead of starting over')
 @click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help='Weight of the discriminator-feature term (fanogan score)')
+              help='Weight of the discriminator-feature term (fanogan, perceptual)')
 @click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)')
 @click.option('--top-k', type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True,
               help='Slide score: mean of the k highest patch scores (reported beside the maximum)')
