@@ -88,7 +88,11 @@ def test_trained_model_scores_tumour_above_normal(trained, he_image, tumour_tile
 
 
 def test_pasted_tumour_scores_above_the_rest_of_the_slide(trained, he_image, tumour_tile, tmp_path):
-    """A 1500 x 1400 px piece of CMU-1-Small-Region with 500 x 500 px of tumour pasted in, mapped at 32 px, stride 64."""
+    """A 1500 x 1400 px piece of CMU-1-Small-Region with 500 x 500 px of tumour pasted in, mapped at 32 px, stride 32.
+
+    Patches need 90 % tissue, as the training crops had: with the tool's default of 50 %, the half-glass patches at
+    the tissue's edges are as foreign to the model as the tumour (patch AUROC 0.53 instead of 0.72 measured).
+    """
     top, left = 300, 500
     piece = he_image[top:top + 1400, left:left + 1500]
     box = (600, 400, 1100, 900)  # the LESION_BOX of the whole slide, moved into the piece
@@ -97,14 +101,14 @@ def test_pasted_tumour_scores_above_the_rest_of_the_slide(trained, he_image, tum
     res = CliRunner().invoke(slide_map.main, ['--network', trained['network'], '--encoder', trained['encoder'],
                                               '--slide', slide, '--annotations', xml, '--outdir', str(outdir),
                                               '--score', SCORE, '--patch-size', str(RES), '--level', '0',
-                                              '--stride', '64', '--batch', '64', '--device', 'cpu'])
+                                              '--stride', '32', '--tissue-min', '0.9', '--batch', '64', '--device', 'cpu'])
     assert res.exit_code == 0, res.output
     found = json.loads(res.output.strip().splitlines()[-1])
     with open(outdir / 'lesion.csv') as f:
         rows = list(csv.DictReader(f))
     labels = np.array([int(r['label']) for r in rows])
     scores = np.array([float(r['score']) for r in rows])
-    assert (labels == 1).sum() >= 30 and (labels == 0).sum() >= 100
+    assert (labels == 1).sum() >= 80 and (labels == 0).sum() >= 150
     tumour, rest = scores[labels == 1].mean(), scores[labels == 0].mean()
     keep = labels >= 0
     bound = shuffled_auroc_bound(labels[keep], scores[keep])
