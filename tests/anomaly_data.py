@@ -53,10 +53,11 @@ def normal_crops(image, size, count, held_out, seed=0, min_tissue=0.9):
 
 def tumour_crops(tile, size, count, seed=0, scale=TILE_SCALE, min_tissue=0.9):
     """`count` tissue crops of size x size from the tumour tile resampled to the slide's resolution."""
-    return normal_crops_any(resample_tile(tile, scale), size, count, seed, min_tissue)
+    return any_tissue_crops(resample_tile(tile, scale), size, count, seed, min_tissue)
 
 
-def normal_crops_any(image, size, count, seed=0, min_tissue=0.9):
+def any_tissue_crops(image, size, count, seed=0, min_tissue=0.9):
+    """`count` tissue crops of size x size from anywhere in `image`."""
     rnd = np.random.RandomState(seed)
     h, w = image.shape[:2]
     crops = []
