@@ -6,7 +6,8 @@ its level 0 is read through the worker processes as a gigapixel slide would be (
 
 Baseline, measured in the same run and interleaved with the pipeline: tools.anomaly.score_patches on the same
 patches already in memory. The ratio pipeline / baseline is the share of scoring speed the slide tool keeps
-after reading regions, writing the CSV and drawing the map.
+after reading regions, writing the CSV and drawing the map. `+LPIPS/s` is bare scoring with the LPIPS term measured
+(--score=lpips), as the encoder path always did before it learnt to skip VGG16 (interleaved in the same run).
 
     python benchmarks/slide_map.py [--res 64 --res 256] [--patches 64] [--repeats 3] [--workers 2]
 """
@@ -39,7 +40,7 @@ def config_e_models(res, device):
     D = stylegan2.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=16384, channel_max=512)
     G, D = (m.eval().requires_grad_(False).to(device) for m in (G, D))
     E = build_encoder(G, D).eval().requires_grad_(False).to(device)
-    return EasyDict(G=G, D=D, E=E, lpips=projection.lpips_lib.load_lpips(device), w_stats=None, device=device)
+    return EasyDict(G=G, D=D, E=E, lpips=projection.lpips_lib.load_lpips(device), w_stats=None, device=device, score='fanogan')
 
 
 def limited_plan(path, res, count):
@@ -62,10 +63,10 @@ def time_pipeline(path, plan, models, batch, workers, outdir):
     return time.perf_counter() - start, split
 
 
-def time_baseline(patches, models, batch):
+def time_baseline(patches, models, batch, score='fanogan'):
     start = time.perf_counter()
     anomaly.score_patches(models.G, patches, method='encoder', E=models.E, D=models.D, batch_size=batch,
-                          lpips=models.lpips, progress=False)
+                          lpips=models.lpips, progress=False, score=score)
     return time.perf_counter() - start
 
 
@@ -92,7 +93,7 @@ def main(resolutions, patches, batch, workers, repeats, device):
     path = assets.fetch('cmu-small-region', verbose=False)
     print(f'device {device}, torch threads {torch.get_num_threads()}, reader workers {workers}, batch {batch}')
     print(f'{"res":>4} {"patches":>7} {"pipeline/s":>11} {"scoring/s":>10} {"ratio":>12} '
-          f'{"read":>6} {"score":>6} {"write":>6}  one CAMELYON16 slide')
+          f'{"read":>6} {"score":>6} {"write":>6} {"+LPIPS/s":>9}  one CAMELYON16 slide')
     for res in resolutions:
         models = config_e_models(res, torch.device(device))
         count = max(8, patches * 64 * 64 // (res * res))
@@ -100,13 +101,14 @@ def main(resolutions, patches, batch, workers, repeats, device):
         images = patches_in_memory(path, plan, res)
         n = len(plan.kept)
         time_baseline(images[:min(n, batch)], models, batch)  # warm-up: plugin load, allocator
-        pipe, base, splits = [], [], []
+        pipe, base, old, splits = [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeats):
                 secs, split = time_pipeline(path, plan, models, batch, workers, tmp)
                 pipe.append(n / secs)
                 splits.append(split)
                 base.append(n / time_baseline(images, models, batch))
+                old.append(n / time_baseline(images, models, batch, score='lpips'))
         ratios = [p / b for p, b in zip(pipe, base)]
         total = {k: statistics.median(s[k] for s in splits) for k in ('read', 'score', 'write')}
         share = {k: 100 * v / sum(total.values()) for k, v in total.items()}
@@ -114,7 +116,7 @@ def main(resolutions, patches, batch, workers, repeats, device):
         hours = CAMELYON16_PATCHES / rate / 3600 if res == 64 else None
         print(f'{res:>4} {n:>7} {rate:>11.2f} {statistics.median(base):>10.2f} '
               f'{statistics.median(ratios):>6.2f}±{(max(ratios) - min(ratios)) / 2:.2f} '
-              f'{share["read"]:>5.1f}% {share["score"]:>5.1f}% {share["write"]:>5.1f}%  '
+              f'{share["read"]:>5.1f}% {share["score"]:>5.1f}% {share["write"]:>5.1f}% {statistics.median(old):>9.2f}  '
               + (f'{hours:.1f} h for {CAMELYON16_PATCHES} patches' if hours is not None else '-'))
 
 

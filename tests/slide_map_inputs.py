@@ -2,17 +2,20 @@
 
 import pickle
 
+from anomaly_data import resample_tile
 from tools.histology import wsi
 from tools.train_encoder import build_encoder
 
-LESION_BOX = (1100, 700, 1700, 1300)  # x0, y0, x1, y1 at level 0: tissue of CMU-1-Small-Region lies here
+LESION_BOX = (1100, 700, 1600, 1200)  # x0, y0, x1, y1 at level 0: tissue of CMU-1-Small-Region lies here
 
 
 def lesion_slide(he_image, tumour_tile, box=LESION_BOX):
-    """CMU-1-Small-Region with the tumour tile's tissue pasted into `box`; returns (image, box)."""
+    """CMU-1-Small-Region with the tumour tile's tissue, resampled to the slide's 0.5 um/px, pasted into `box`."""
     x0, y0, x1, y1 = box
+    tissue = resample_tile(tumour_tile)
+    assert tissue.shape[0] >= y1 - y0 and tissue.shape[1] >= x1 - x0, 'the lesion box is larger than the tile'
     out = he_image.copy()
-    out[y0:y1, x0:x1] = tumour_tile[:y1 - y0, :x1 - x0]
+    out[y0:y1, x0:x1] = tissue[:y1 - y0, :x1 - x0]
     return out
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from anomaly_data import tumour_crops
 from conftest import tissue_crops
 from datasets import write_dataset_zip
 from projection_nets import image_from_w, save_snapshot, tiny_stylegan2
-from tools import anomaly, assets, cli_utils, train_encoder
+from tools import anomaly, assets, cli_utils, projection, train_encoder
 
 
 def _brute_force(labels, scores):
@@ -69,8 +70,40 @@ def test_fanogan_score_by_hand(one_thread):
     np.testing.assert_allclose(result.features, features.numpy(), rtol=1e-3, atol=1e-8)
     np.testing.assert_allclose(result.score, (residual + 2.0 * features).numpy(), rtol=1e-3)
     assert result.recon.shape == patches.shape and result.recon.dtype == np.uint8
+    assert np.isnan(result.lpips).all()  # the f-AnoGAN score never ran VGG16
     with pytest.raises(Exception, match='uint8'):
         anomaly.score_patches(G, patches.astype(np.float32), method='encoder', E=E, D=D)
+
+
+def test_encoder_path_runs_vgg16_only_for_the_lpips_score(monkeypatch, one_thread):
+    """--method encoder with the f-AnoGAN score never loads LPIPS; --score lpips adds it: LPIPS(x, x') + residual."""
+    G, D = tiny_stylegan2(16)
+    patches = cli_utils.images_to_uint8(torch.cat([image_from_w(G, s)[1] for s in (4, 5)]))
+    torch.manual_seed(1)
+    E = train_encoder.build_encoder(G, D, channel_base=128, channel_max=16).eval()
+    real_load = projection.lpips_lib.load_lpips
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError('VGG16 loaded for a score that does not use it')
+    monkeypatch.setattr(projection.lpips_lib, 'load_lpips', refuse)
+    fast = anomaly.score_patches(G, patches, method='encoder', E=E, D=D, progress=False)
+    assert np.isnan(fast.lpips).all() and np.isfinite(fast.score).all()
+    monkeypatch.setattr(projection.lpips_lib, 'load_lpips', real_load)
+    lpips = real_load('cpu')
+    both = anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='lpips', lpips=lpips, progress=False)
+    with torch.no_grad():
+        x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 127.5 - 1
+        recon = G.synthesis(E(x).expand(-1, G.num_ws, -1), noise_mode='const')
+        distance = lpips(recon, x).numpy()
+    np.testing.assert_allclose(both.lpips, distance, rtol=1e-4)
+    np.testing.assert_allclose(both.score, distance + both.residual, rtol=1e-5)
+    np.testing.assert_allclose(both.residual, fast.residual, rtol=1e-6)
+    np.testing.assert_allclose(both.features, fast.features, rtol=1e-5)  # the terms do not depend on the score
+    mixed = anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='perceptual', kappa=3.0, lpips=lpips,
+                                  progress=False)
+    np.testing.assert_allclose(mixed.score, distance + 3.0 * fast.features, rtol=1e-4)
+    with pytest.raises(Exception, match='unknown score'):
+        anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='psnr')
 
 
 @pytest.fixture(scope='module')
@@ -83,7 +116,7 @@ def test_evaluate_on_real_he(tmp_path, he_image, tumour_tile, one_thread):
     """evaluate on CMU-1-Small-Region (normal, 0) and tumour-tile (1) patches: one JSON line whose metrics agree
     with scores.csv, every patch scored once, the f-AnoGAN terms recomputable, ROC and Fig 4 pictures written."""
     normal = tissue_crops(he_image, 16, 48, seed=11)
-    tumour = tissue_crops(tumour_tile, 16, 8, seed=12)
+    tumour = tumour_crops(tumour_tile, 16, 8, seed=12)
     G, D = tiny_stylegan2(16)
     pkl = save_snapshot(tmp_path / 'net.pkl', G, D)
     enc = train_encoder.train_encoder(pkl, write_dataset_zip(tmp_path / 'normal.zip', normal[:40]), str(tmp_path / 'enc'),

@@ -200,21 +200,30 @@ def encode(G, E, targets):
     return dnnlib.EasyDict(latent=latent, images=synthesize(G, latent))
 
 def run_method(G, targets, method='lpips', E=None, num_steps=None, w_plus=False, seed=303, lpips=None,
-               w_stats=None, on_step=None, progress=True):
-    """Project targets with 'lpips', 'encoder' or 'hybrid'; returns the fields of project() (distance always set)."""
+               w_stats=None, on_step=None, progress=True, measure_distance=True):
+    """Project targets with 'lpips', 'encoder' or 'hybrid'; returns the fields of project().
+
+    `distance` is the LPIPS distance of the final images. The encoder path alone can skip it
+    (measure_distance=False: distance is NaN and VGG16 never runs, which is most of that path's cost).
+    """
     if method not in METHODS:
         raise dnnlib.util.UserError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
-    lpips = lpips if lpips is not None else lpips_lib.load_lpips(targets.device)
+    if method != 'lpips' and E is None:
+        raise dnnlib.util.UserError(f'--method={method} needs an encoder (--encoder)')
+    skip_lpips = method == 'encoder' and not measure_distance
+    if lpips is None and not skip_lpips:
+        lpips = lpips_lib.load_lpips(targets.device)
     if method == 'lpips':
         return project(G, targets, num_steps=1000 if num_steps is None else num_steps, w_plus=w_plus, seed=seed,
                        lpips=lpips, w_stats=w_stats, on_step=on_step, progress=progress)
-    if E is None:
-        raise dnnlib.util.UserError(f'--method={method} needs an encoder (--encoder)')
     start = encode(G, E, targets)
     if method == 'encoder':
-        with torch.no_grad():
-            start.distance = lpips(lpips_lib.area_downsample(start.images, LPIPS_MAX_SIZE),
-                                   lpips_lib.area_downsample(targets, LPIPS_MAX_SIZE))
+        if skip_lpips:
+            start.distance = torch.full([targets.shape[0]], float('nan'), device=targets.device)
+        else:
+            with torch.no_grad():
+                start.distance = lpips(lpips_lib.area_downsample(start.images, LPIPS_MAX_SIZE),
+                                       lpips_lib.area_downsample(targets, LPIPS_MAX_SIZE))
         start.history = start.distance[None]
         if on_step is not None:
             on_step(0, start.images)

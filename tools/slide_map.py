@@ -44,12 +44,15 @@ IN_MEMORY_MAX_PIXELS = pt.IN_MEMORY_MAX_PIXELS  # smaller levels are decoded onc
 #----------------------------------------------------------------------------
 # Models and options.
 
-def load_models(network, method='encoder', encoder=None, device=None):
-    """EasyDict(G, D, E, lpips, w_stats, device) for anomaly.score_patches, loaded once for all slides."""
-    G, D, E = anomaly.load_models(network, method, encoder, device)
+def load_models(network, method='encoder', encoder=None, device=None, score=None):
+    """EasyDict(G, D, E, lpips, w_stats, device, score) for anomaly.score_patches, loaded once for all slides."""
+    score = anomaly.default_score(method) if score is None else score
+    G, D, E = anomaly.load_models(network, method, encoder, device, score)
     device = next(G.parameters()).device
     w_stats = projection.w_statistics(G) if method != 'encoder' and projection.has_w_space(G) else None
-    return EasyDict(G=G, D=D, E=E, lpips=projection.lpips_lib.load_lpips(device), w_stats=w_stats, device=device)
+    needs_vgg = method != 'encoder' or score != 'fanogan'  # the encoder with the f-AnoGAN score never runs VGG16
+    lpips = projection.lpips_lib.load_lpips(device) if needs_vgg else None
+    return EasyDict(G=G, D=D, E=E, lpips=lpips, w_stats=w_stats, device=device, score=score)
 
 
 def map_options(resolution, patch_size=None, level=None, mpp=None, stride=None, tissue_min=DEFAULT_TISSUE_MIN):
@@ -189,7 +192,7 @@ def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num
             idx, images = item
             result = anomaly.score_patches(models.G, images, method=method, E=models.E, D=models.D, kappa=kappa,
                                            num_steps=num_steps, batch_size=batch, lpips=models.lpips,
-                                           w_stats=models.w_stats, progress=False)
+                                           w_stats=models.w_stats, progress=False, score=models.score)
             t2 = time.perf_counter()
             writer.writerows(format_row(i, plan, result, k) for k, i in enumerate(idx.tolist()))
             f.flush()
@@ -324,7 +327,7 @@ def markdown_table(result):
 
 def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_size=None, level=None, mpp=None,
                stride=None, tissue_min=DEFAULT_TISSUE_MIN, batch=64, workers=1, shard=None, annotations=None,
-               resume=False, kappa=1.0, num_steps=None, top_k=DEFAULT_TOP_K, device=None, progress=True):
+               resume=False, kappa=1.0, num_steps=None, top_k=DEFAULT_TOP_K, device=None, progress=True, score=None):
     """Map every slide of `slide` (file, folder or .txt list; this shard's share) into `outdir`.
 
     Returns EasyDict(slides=[...], timings, evaluation or None)."""
@@ -332,7 +335,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
     if annotations is not None and os.path.isdir(annotations):
         ann.check_annotation_folder(annotations, [slide_name(p) for p in sd.find_slides(slide)])
     all_regions = check_inputs(paths, annotations)
-    models = load_models(network, method, encoder, device)
+    models = load_models(network, method, encoder, device, score)
     resolution = models.G.img_resolution
     opts = map_options(resolution, patch_size, level, mpp, stride, tissue_min)
     if batch < 1 or workers < 1:
@@ -368,7 +371,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
     evaluation = None
     if annotations is not None and done:
         evaluation = evaluate(done, top_k)
-        evaluation.update(method=method, network=str(network), encoder=None if encoder is None else str(encoder))
+        evaluation.update(method=method, score=models.score, network=str(network), encoder=None if encoder is None else str(encoder))
         with dnnlib.util.atomic_write(os.path.join(outdir, 'evaluation.json')) as tmp:
             with open(tmp, 'w') as f:
                 json.dump(evaluation, f, indent=2)
@@ -393,6 +396,10 @@ def _level_fits(geom):
 @click.option('--method', type=click.Choice(projection.METHODS), default='encoder', show_default=True,
               help='encoder: one forward pass per patch (f-AnoGAN score); lpips / hybrid: projector optimisation, '
                    'much slower')
+@click.option('--score', type=click.Choice(anomaly.SCORES),
+              help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
+                   'kappa * D-feature distance (both run VGG16 on every patch)  [default: fanogan for encoder, '
+                   'lpips otherwise]')
 @click.option('--patch-size', type=click.IntRange(min=pt.MIN_PATCH_SIZE),
               help='Patch side in pixels at --level/--mpp; resized to the network\'s resolution  [default: that '
                    'resolution]')
@@ -410,7 +417,7 @@ def _level_fits(geom):
                    'slides without a file count as normal. Adds outlines and the evaluation')
 @click.option('--resume', is_flag=True, help='Keep finished slides and continue partial CSVs instead of starting over')
 @click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help='Weight of the discriminator-feature term (encoder)')
+              help='Weight of the discriminator-feature term (fanogan, perceptual)')
 @click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)')
 @click.option('--top-k', type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True,
               help='Slide score: mean of the k highest patch scores (reported beside the maximum)')

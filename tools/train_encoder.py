@@ -70,7 +70,9 @@ def build_encoder(G, D=None, w_plus=False, channel_base=None, channel_max=None):
         w_avg = G.mapping.w_avg if hasattr(G.mapping, 'w_avg') else projection.w_statistics(G)[0].reshape(-1)
         kwargs = dict(img_resolution=G.img_resolution, img_channels=G.img_channels, w_dim=G.w_dim, num_ws=G.num_ws,
                       w_plus=w_plus, w_avg=w_avg.detach().cpu().tolist())
-        kwargs.update({k: v for k, v in dict(channel_base=channel_base, channel_max=channel_max).items() if v is not None})
+        widths = discriminator_widths(D)  # as wide as the critic by default (f-AnoGAN mirrors it), not config-f wide
+        widths.update({k: v for k, v in dict(channel_base=channel_base, channel_max=channel_max).items() if v is not None})
+        kwargs.update(widths)
         return encoder.ResidualEncoder(**kwargs)
     if w_plus:
         raise dnnlib.util.UserError('--w-plus needs a generator with a W space; this one takes z')
@@ -79,6 +81,11 @@ def build_encoder(G, D=None, w_plus=False, channel_base=None, channel_max=None):
         return encoder.MirroredCriticEncoder(trunk=trunk, z_dim=G.z_dim)
     dim = getattr(D, 'dim', None) or (channel_max // 8 if channel_max else 64)
     return encoder.CriticEncoder(img_resolution=G.img_resolution, img_channels=G.img_channels, z_dim=G.z_dim, dim=dim)
+
+def discriminator_widths(D):
+    """channel_base / channel_max of a StyleGAN2-style discriminator (empty when D is absent or has no such widths)."""
+    init = getattr(D, 'init_kwargs', None) or {}
+    return {k: int(init[k]) for k in ('channel_base', 'channel_max') if k in init}
 
 def check_compatible(E, G):
     """One-line UserError unless E produces latents G takes, for G's image size."""
