@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from torch_utils import custom_ops, misc, persistence
-from torch_utils.ops import bias_act, conv2d_resample, fma, upfirdn2d
+from torch_utils.ops import bias_act, conv2d_resample, fma, upfirdn2d, winograd
 
 #----------------------------------------------------------------------------
 # Switches of the fast path. Every one of them changes speed only, never the function computed.
@@ -33,6 +33,7 @@ FAST_PATH = {
     'matmul_demod': True,       # demodulation from styles^2 @ (sum over k of weight^2)^T
     'channels_last': True,      # NHWC activations on CPUs
     'shared_weight_cpu': True,  # on CPUs, the grouped (per-sample weight) convolution only for batch 1
+    'winograd': True,           # on CPUs, wide 3x3 'same' convolutions by Winograd F(4x4, 3x3) (ops/winograd.py)
 }
 
 class computation:
@@ -50,14 +51,16 @@ class computation:
         self.saved = None
 
     def __enter__(self):
-        self.saved = dict(FAST_PATH)
+        self.saved = dict(FAST_PATH), winograd.enabled
         FAST_PATH.update(self.switches)
+        winograd.enabled = FAST_PATH['winograd']  # the op-level switch, read by conv2d_resample (and Conv2dLayer)
         self.ops.__enter__()
         return self
 
     def __exit__(self, *exc_info):
         self.ops.__exit__(*exc_info)
-        FAST_PATH.update(self.saved)
+        FAST_PATH.update(self.saved[0])
+        winograd.enabled = self.saved[1]
 
 def official_computation():
     """The official StyleGAN2-ADA computation (benchmark baseline, reference of the equivalence tests)."""

@@ -13,7 +13,7 @@ import torch
 
 import dnnlib
 
-from . import conv2d_gradfix, upfirdn2d
+from . import conv2d_gradfix, upfirdn2d, winograd
 
 # ----------------------------------------------------------------------------
 
@@ -95,6 +95,8 @@ def _conv(x, w, stride=1, padding=0, groups=1, flip=True, transpose=False):
         w = w.flip([2, 3])
     if transpose:
         return conv2d_gradfix.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    if winograd.applies(x, w, stride, padding, groups):
+        return winograd.conv3x3(x, w)
     return conv2d_gradfix.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 
