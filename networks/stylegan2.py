@@ -89,7 +89,7 @@ def _block_layout(fp16_channels_last, dtype, device, resolution=0):
     """
     if dtype == torch.float16 and fp16_channels_last:
         return torch.channels_last
-    if device.type == 'cpu' and FAST_PATH['channels_last'] and resolution >= 128:
+    if device.type == 'cpu' and FAST_PATH['channels_last'] and resolution >= 8:
         return torch.channels_last
     return torch.contiguous_format
 

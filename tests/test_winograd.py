@@ -55,16 +55,25 @@ def test_channels_last_input_and_output():
     torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1), rtol=0, atol=1e-4)
 
 
-def test_conv2d_resample_takes_it_for_wide_same_convolutions(monkeypatch):
+def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monkeypatch):
     calls = []
     monkeypatch.setattr(winograd, 'conv3x3', lambda x, w: calls.append(x.shape) or torch.zeros(1))
     wide = torch.zeros([1, winograd.min_channels, 16, 16])
     narrow = torch.zeros([1, winograd.min_channels // 2, 16, 16])
-    conv2d_resample.conv2d_resample(wide, torch.zeros([winograd.min_channels, winograd.min_channels, 3, 3]), padding=1)
+
+    def conv(x, out_channels=winograd.min_channels, padding=1, trainable=True, dtype=torch.float32):
+        w = torch.zeros([out_channels, x.shape[1], 3, 3], dtype=dtype, requires_grad=trainable)
+        conv2d_resample.conv2d_resample(x.to(dtype), w, padding=padding)
+
+    conv(wide)
     assert len(calls) == 1
-    conv2d_resample.conv2d_resample(narrow, torch.zeros([8, winograd.min_channels // 2, 3, 3]), padding=1)
-    conv2d_resample.conv2d_resample(wide.double(), torch.zeros([64, 64, 3, 3], dtype=torch.float64), padding=1)
-    conv2d_resample.conv2d_resample(wide, torch.zeros([64, 64, 3, 3]), padding=0)  # not 'same'
+    conv(narrow)
+    conv(wide, out_channels=8)
+    conv(wide, dtype=torch.float64)
+    conv(wide, padding=0)  # not 'same'
+    conv(wide, trainable=False)  # inference: oneDNN's forward is as fast
+    with torch.no_grad():
+        conv(wide)
     monkeypatch.setattr(winograd, 'enabled', False)
-    conv2d_resample.conv2d_resample(wide, torch.zeros([64, 64, 3, 3]), padding=1)
+    conv(wide)
     assert len(calls) == 1

@@ -43,13 +43,15 @@ _MATRICES = {
 
 
 def applies(x, w, stride, padding, groups, transposed=False):
-    """Whether conv2d(x, w, stride, padding, groups) is one this module should compute (CPU, float32, 3x3, 'same')."""
+    """Whether conv2d(x, w, stride, padding, groups) is one to compute here: CPU, float32, 3x3, 'same', differentiated."""
     if not enabled or transposed or x.device.type != 'cpu' or x.dtype != torch.float32 or w.dtype != torch.float32:
         return False
     if tuple(w.shape[2:]) != (3, 3) or groups != 1 or stride not in (1, [1, 1], (1, 1)):
         return False
     if padding not in (1, [1, 1], (1, 1)):
         return False
+    if not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        return False  # measured: oneDNN's direct forward is as fast or faster; the gain is in the backward passes
     return min(w.shape[0], w.shape[1]) >= min_channels and min(x.shape[2], x.shape[3]) >= min_size
 
 
