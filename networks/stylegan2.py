@@ -33,6 +33,7 @@ FAST_PATH = {
     'matmul_demod': True,       # demodulation from styles^2 @ (sum over k of weight^2)^T
     'channels_last': True,      # NHWC activations on CPUs
     'shared_weight_cpu': True,  # on CPUs, the grouped (per-sample weight) convolution only for batch 1
+    'pointwise_matmul': True,   # on CPUs, 1x1 modulated convolutions (toRGB) as a batched matrix product
     'winograd': True,           # on CPUs, wide 3x3 'same' convolutions by Winograd F(4x4, 3x3) (ops/winograd.py)
 }
 
@@ -180,8 +181,26 @@ def modulated_conv2d(
         return conv2d_resample.conv2d_resample(x=inp, w=kernels, f=resample_filter, up=up, down=down,
             padding=padding, groups=groups, flip_weight=flip_weight)
 
+    pointwise = weight.shape[2:] == (1, 1) and up == 1 and down == 1 and padding == 0
+    if pointwise and x.device.type == 'cpu' and FAST_PATH['pointwise_matmul']:
+        return _pointwise_modconv(x, weight, styles, noise, demodulate)
     path = _grouped_modconv if fused_modconv else _shared_weight_modconv
     return path(x, weight, styles, noise, demodulate, conv)
+
+def _pointwise_modconv(x, weight, styles, noise, demodulate):
+    """A 1x1 modulated convolution (toRGB) as one batched matrix product with the per-sample [out, in] weights,
+    which are small: no pass over the activations to modulate them, and either memory layout is read in place."""
+    per_sample = weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
+    if demodulate:
+        per_sample = per_sample * _demodulation(weight, styles).unsqueeze(2)
+    per_sample = per_sample.to(x.dtype)
+    n, _, height, width = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, height * width, -1), per_sample.transpose(1, 2))
+        y = y.view(n, height, width, -1).permute(0, 3, 1, 2)
+    else:
+        y = torch.bmm(per_sample, x.reshape(n, x.shape[1], height * width)).view(n, -1, height, width)
+    return y if noise is None else y.add_(noise.to(y.dtype))
 
 #----------------------------------------------------------------------------
 
