@@ -81,10 +81,28 @@ def _transposed_path(x, w, f, up, down, pad, groups, flip_weight, flip_filter):
     wt = w.unflatten(0, (groups, -1)).transpose(1, 2).flatten(0, 1)
     x = _conv(x, wt, stride=up, padding=[crop_y, crop_x], groups=groups, flip=not flip_weight, transpose=True)
     rest = [rest[0] + crop_x, rest[1] + crop_x, rest[2] + crop_y, rest[3] + crop_y]
-    x = upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up ** 2, flip_filter=flip_filter, impl=_filter_impl(x))
+    if _filter_impl(x) == 'ref' and _depthwise_fits(f, rest):
+        x = _depthwise_filter(x, f, rest, up ** 2, flip_filter)
+    else:
+        x = upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up ** 2, flip_filter=flip_filter, impl=_filter_impl(x))
     if down > 1:
         x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
     return x
+
+
+def _depthwise_fits(f, pad):
+    """A 2-D filter with the same non-negative padding on both sides of each axis: conv2d pads by itself."""
+    return f is not None and f.ndim == 2 and pad[0] == pad[1] >= 0 and pad[2] == pad[3] >= 0
+
+
+def _depthwise_filter(x, f, pad, gain, flip_filter):
+    """upfirdn2d(x, f, padding=pad, gain=gain) for _depthwise_fits() cases: one depthwise conv2d with its own
+    zero padding (no padded copy of x), in x's memory layout."""
+    taps = f.to(x.dtype) * gain
+    taps = taps if flip_filter else taps.flip([0, 1])  # conv2d correlates; upfirdn2d convolves unless flipped
+    channels = x.shape[1]
+    return torch.nn.functional.conv2d(x, taps[None, None].expand(channels, 1, *taps.shape), padding=[pad[2], pad[0]],
+                                      groups=channels)
 
 
 def _filter_impl(x):
