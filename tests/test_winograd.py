@@ -46,12 +46,13 @@ def test_first_and_second_derivatives(m):
     assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, m=m), (x, w))
 
 
-def test_channels_last_input_and_output():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_output_keeps_the_input_layout(layout):
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn([2, 6, 12, 12], generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn([2, 6, 12, 12], generator=gen).contiguous(memory_format=layout)
     w = torch.randn([4, 6, 3, 3], generator=gen)
     got = winograd.conv3x3(x, w)
-    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert got.is_contiguous(memory_format=layout)
     torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1), rtol=0, atol=1e-4)
 
 

@@ -56,7 +56,7 @@ def applies(x, w, stride, padding, groups, transposed=False):
 
 
 def conv3x3(x, w, m=None):
-    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3]; the result is stored channels-last."""
+    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout."""
     m = tile if m is None else m
     mats = {key: torch.tensor(value, dtype=x.dtype) for key, value in _MATRICES[m].items()}
     a = m + 2
@@ -80,7 +80,11 @@ def conv3x3(x, w, m=None):
     prod = torch.bmm(v, u)                                                      # [a_y * a_x, tiles, out]
     y = torch.matmul(mats['AT'], prod.view(a, a, -1))                           # [a_y, m_x, ...]
     y = (mats['AT'] @ y.view(a, -1)).view(m, m, n, tiles_y, tiles_x, -1)        # [m_y, m_x, n, ty, tx, out]
-    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_y * m, tiles_x * m, -1)   # [n, H', W', out]
-    return y[:, :height, :width].permute(0, 3, 1, 2)
+    # Blocks back into images, in x's memory layout (a layout change would cost the next ops a conversion).
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_y * m, tiles_x * m, -1)  # [n, H', W', out]
+        return y[:, :height, :width].permute(0, 3, 1, 2)
+    y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, -1, tiles_y * m, tiles_x * m)       # [n, out, H', W']
+    return y[:, :, :height, :width]
 
 # ----------------------------------------------------------------------------
