@@ -8,7 +8,9 @@ The same function is computed in one of two ways:
   * the fast path (default): demodulation coefficients as a matrix product instead of through a
     [batch, out, in, k, k] tensor of per-sample weights; on CPUs, channels-last activations (what the
     oneDNN convolutions prefer) and the shared-weight modulated convolution also for inference (a
-    grouped convolution over the batch is slow there); compiled ops where available.
+    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and under
+    autograd the wide 3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py); compiled
+    ops where available.
   * `official_computation()`: the official sequence of operations with the reference ops, kept as the
     baseline of benchmarks/ and the reference of tests/test_fast_path.py.
 `computation(**switches)` turns single switches of the fast path off, to measure each one.
@@ -85,8 +87,9 @@ def _block_dtype(use_fp16, force_fp32, device):
 def _block_layout(fp16_channels_last, dtype, device, resolution=0):
     """Memory format of a block's activations.
 
-    oneDNN's convolutions gain about 25 % with NHWC activations at 128x128 and above (forward only);
-    below that, and for forward+backward, measured no gain, so the fast path leaves smaller maps NCHW.
+    Inference (the caller passes the resolution): NHWC from 8x8 on. oneDNN's convolutions gain about 25 %
+    with NHWC activations and its stride-2 transposed convolution about 3x (measured at 64x64 and 128x128).
+    Training (resolution 0) stays NCHW: forward+backward measured no gain.
     """
     if dtype == torch.float16 and fp16_channels_last:
         return torch.channels_last
