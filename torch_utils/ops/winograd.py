@@ -43,7 +43,7 @@ _MATRICES = {
 
 
 def applies(x, w, stride, padding, groups, transposed=False):
-    """Whether conv2d(x, w, stride, padding, groups) is one to compute here: CPU, float32, 3x3, 'same', differentiated."""
+    """Whether conv2d(x, w, stride, padding, groups) is computed here: CPU, float32, 3x3, 'same', differentiated."""
     if not enabled or transposed or x.device.type != 'cpu' or x.dtype != torch.float32 or w.dtype != torch.float32:
         return False
     if tuple(w.shape[2:]) != (3, 3) or groups != 1 or stride not in (1, [1, 1], (1, 1)):
