@@ -25,9 +25,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import dnnlib  # noqa: E402
 import interleaved  # noqa: E402
 from networks import stylegan2  # noqa: E402
 from training.loss import StyleGAN2Loss  # noqa: E402
+from training.training_loop import fused_on_cpu  # noqa: E402
 
 PHASES = [('Gmain', 'G', 1), ('Greg', 'G', 4), ('Dmain', 'D', 1), ('Dreg', 'D', 16)]  # phase, network, lazy interval
 
@@ -52,9 +54,12 @@ def make_loss(G, D, gamma):
 class Trainer:
     """The networks, optimizers and loss of one variant."""
 
-    def __init__(self, G, D, gamma):
+    def __init__(self, G, D, gamma, official=False):
         self.nets = dict(G=copy.deepcopy(G), D=copy.deepcopy(D))
-        self.opts = {key: torch.optim.Adam(net.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
+        # The official code builds a plain Adam; the training loop's own settings (fused on CPUs) otherwise.
+        adam = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=0.002, betas=[0.0, 0.99], eps=1e-8)
+        self.opts = {key: dnnlib.util.construct_class_by_name(net.parameters(),
+                                                              **(adam if official else fused_on_cpu(adam, net)))
                      for key, net in self.nets.items()}
         self.loss = make_loss(self.nets['G'], self.nets['D'], gamma)
         params = inspect.signature(self.loss.accumulate_gradients).parameters
@@ -110,11 +115,11 @@ def main(res, batch, cond, gamma, cbase, cmax, map_layers, repeats, variants, th
     print(f'config-e training step at {res}x{res}, batch {batch}, c_dim {cond}, channel base {cbase}, max {cmax}, '
           f'{map_layers} mapping layers, {torch.get_num_threads()} CPU threads')
     if profile_variant:
-        profile(Trainer(G, D, gamma), (real, c, z), profile_variant)
+        profile(Trainer(G, D, gamma, official=(profile_variant == 'baseline')), (real, c, z), profile_variant)
         return
 
     names = variants.split(',')
-    trainers = {name: Trainer(G, D, gamma) for name in names}
+    trainers = {name: Trainer(G, D, gamma, official=(name == 'baseline')) for name in names}
     # Step k of every variant uses seed k: the same style mixing, noise and path-length directions.
     runners = {name: (lambda t=trainers[name]: t.step(real, c, z, seed=len(t.phase_seconds['Gmain'])))
                for name in names}

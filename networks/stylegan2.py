@@ -8,7 +8,9 @@ The same function is computed in one of two ways:
   * the fast path (default): demodulation coefficients as a matrix product instead of through a
     [batch, out, in, k, k] tensor of per-sample weights; on CPUs, channels-last activations (what the
     oneDNN convolutions prefer) and the shared-weight modulated convolution also for inference (a
-    grouped convolution over the batch is slow there); compiled ops where available.
+    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and under
+    autograd the wide 3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py); compiled
+    ops where available.
   * `official_computation()`: the official sequence of operations with the reference ops, kept as the
     baseline of benchmarks/ and the reference of tests/test_fast_path.py.
 `computation(**switches)` turns single switches of the fast path off, to measure each one.
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from torch_utils import custom_ops, misc, persistence
-from torch_utils.ops import bias_act, conv2d_resample, fma, upfirdn2d
+from torch_utils.ops import bias_act, conv2d_resample, fma, upfirdn2d, winograd
 
 #----------------------------------------------------------------------------
 # Switches of the fast path. Every one of them changes speed only, never the function computed.
@@ -33,6 +35,8 @@ FAST_PATH = {
     'matmul_demod': True,       # demodulation from styles^2 @ (sum over k of weight^2)^T
     'channels_last': True,      # NHWC activations on CPUs
     'shared_weight_cpu': True,  # on CPUs, the grouped (per-sample weight) convolution only for batch 1
+    'pointwise_matmul': True,   # on CPUs, 1x1 modulated convolutions (toRGB) as a batched matrix product
+    'winograd': True,           # on CPUs, wide 3x3 'same' convolutions by Winograd F(4x4, 3x3) (ops/winograd.py)
 }
 
 class computation:
@@ -50,14 +54,16 @@ class computation:
         self.saved = None
 
     def __enter__(self):
-        self.saved = dict(FAST_PATH)
+        self.saved = dict(FAST_PATH), winograd.enabled
         FAST_PATH.update(self.switches)
+        winograd.enabled = FAST_PATH['winograd']  # the op-level switch, read by conv2d_resample (and Conv2dLayer)
         self.ops.__enter__()
         return self
 
     def __exit__(self, *exc_info):
         self.ops.__exit__(*exc_info)
-        FAST_PATH.update(self.saved)
+        FAST_PATH.update(self.saved[0])
+        winograd.enabled = self.saved[1]
 
 def official_computation():
     """The official StyleGAN2-ADA computation (benchmark baseline, reference of the equivalence tests)."""
@@ -81,12 +87,13 @@ def _block_dtype(use_fp16, force_fp32, device):
 def _block_layout(fp16_channels_last, dtype, device, resolution=0):
     """Memory format of a block's activations.
 
-    oneDNN's convolutions gain about 25 % with NHWC activations at 128x128 and above (forward only);
-    below that, and for forward+backward, measured no gain, so the fast path leaves smaller maps NCHW.
+    Inference (the caller passes the resolution): NHWC from 8x8 on. oneDNN's convolutions gain about 25 %
+    with NHWC activations and its stride-2 transposed convolution about 3x (measured at 64x64 and 128x128).
+    Training (resolution 0) stays NCHW: forward+backward measured no gain.
     """
     if dtype == torch.float16 and fp16_channels_last:
         return torch.channels_last
-    if device.type == 'cpu' and FAST_PATH['channels_last'] and resolution >= 128:
+    if device.type == 'cpu' and FAST_PATH['channels_last'] and resolution >= 8:
         return torch.channels_last
     return torch.contiguous_format
 
@@ -177,8 +184,26 @@ def modulated_conv2d(
         return conv2d_resample.conv2d_resample(x=inp, w=kernels, f=resample_filter, up=up, down=down,
             padding=padding, groups=groups, flip_weight=flip_weight)
 
+    pointwise = weight.shape[2:] == (1, 1) and up == 1 and down == 1 and padding == 0
+    if pointwise and x.device.type == 'cpu' and FAST_PATH['pointwise_matmul']:
+        return _pointwise_modconv(x, weight, styles, noise, demodulate)
     path = _grouped_modconv if fused_modconv else _shared_weight_modconv
     return path(x, weight, styles, noise, demodulate, conv)
+
+def _pointwise_modconv(x, weight, styles, noise, demodulate):
+    """A 1x1 modulated convolution (toRGB) as one batched matrix product with the per-sample [out, in] weights,
+    which are small: no pass over the activations to modulate them, and either memory layout is read in place."""
+    per_sample = weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
+    if demodulate:
+        per_sample = per_sample * _demodulation(weight, styles).unsqueeze(2)
+    per_sample = per_sample.to(x.dtype)
+    n, _, height, width = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, height * width, -1), per_sample.transpose(1, 2))
+        y = y.view(n, height, width, -1).permute(0, 3, 1, 2)
+    else:
+        y = torch.bmm(per_sample, x.reshape(n, x.shape[1], height * width)).view(n, -1, height, width)
+    return y if noise is None else y.add_(noise.to(y.dtype))
 
 #----------------------------------------------------------------------------
 

@@ -74,3 +74,19 @@ def test_gradients():
         fn = lambda x, w: conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=1)
         assert torch.autograd.gradcheck(fn, (x, w))
         assert torch.autograd.gradgradcheck(fn, (x, w))
+
+
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)])
+def test_channels_last_input_gives_the_same_result_and_layout(up, down):
+    # On CPUs a channels-last input is filtered by the depthwise reference (it keeps the layout).
+    f = upfirdn2d.setup_filter([1, 2, 3, 1])
+    gen = torch.Generator().manual_seed(up + 2 * down)
+    x = torch.randn([2, 4, 9, 8], dtype=torch.float64, generator=gen)
+    w = torch.randn([6, 4, 3, 3], dtype=torch.float64, generator=gen)
+    last = x.contiguous(memory_format=torch.channels_last)
+    for padding, flip_filter in itertools.product([1, [2, 0, 1, 1]], [False, True]):
+        kwargs = dict(f=f, up=up, down=down, padding=padding, flip_weight=(up == 1), flip_filter=flip_filter)
+        got = conv2d_resample.conv2d_resample(last, w, **kwargs)
+        want = conv2d_resample.conv2d_resample(x, w, **kwargs)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        assert got.is_contiguous(memory_format=torch.channels_last)

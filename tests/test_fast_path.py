@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from networks import stylegan2
+from torch_utils.ops import winograd
 
 #----------------------------------------------------------------------------
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """The tiny test networks are too narrow for the Winograd convolution; let them take it anyway."""
+    monkeypatch.setattr(winograd, 'min_channels', 1)
+    monkeypatch.setattr(winograd, 'min_size', 1)
 
 def tiny_networks(res, c_dim, noise_strength, seed=0):
     torch.manual_seed(seed)
@@ -74,6 +81,7 @@ def assert_close_scaled(actual, expected, what, rtol=2e-3):
 
 #----------------------------------------------------------------------------
 
+@pytest.mark.usefixtures('winograd_everywhere')
 @pytest.mark.parametrize('c_dim,noise_mode', [(0, 'random'), (0, 'none'), (3, 'const'), (3, 'random')])
 def test_training_phases_match_official_computation(c_dim, noise_mode):
     res = 8
@@ -146,3 +154,19 @@ def test_matmul_demodulation_equals_per_sample_weights():
         torch.testing.assert_close(stylegan2._demodulation(weight, styles), expected)
 
 #----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('demodulate', [False, True])
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_pointwise_matmul_equals_modulated_convolution(demodulate, layout):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn([3, 5, 4, 6], dtype=torch.float64, generator=gen).contiguous(memory_format=layout)
+    weight = torch.randn([2, 5, 1, 1], dtype=torch.float64, generator=gen)
+    styles = torch.randn([3, 5], dtype=torch.float64, generator=gen)
+    noise = torch.randn([3, 1, 4, 6], dtype=torch.float64, generator=gen)
+    got = stylegan2.modulated_conv2d(x, weight, styles, noise=noise, demodulate=demodulate)
+    per_sample = weight[None, :, :, 0, 0] * styles[:, None, :]
+    if demodulate:
+        per_sample = per_sample / per_sample.square().sum(dim=2, keepdim=True).add(1e-8).sqrt()
+    want = torch.einsum('noi,nihw->nohw', per_sample, x) + noise
+    torch.testing.assert_close(got, want)
+    assert got.is_contiguous(memory_format=layout)

@@ -299,9 +299,19 @@ def build_optimizers(loss, nets, opt_kwargs):
     adjust = getattr(loss, 'optimizer_kwargs', lambda _module, settings: settings)  # optional part of the contract
     optimizers = {}
     for name in dict.fromkeys(phase.module for phase in loss.phases):
-        settings = adjust(name, dnnlib.EasyDict(opt_kwargs[name]))
+        settings = fused_on_cpu(adjust(name, dnnlib.EasyDict(opt_kwargs[name])), nets[name])
         optimizers[name] = dnnlib.util.construct_class_by_name(nets[name].parameters(), **settings)
     return optimizers
+
+
+def fused_on_cpu(settings, net):
+    """Adam/AdamW on a network held on the CPU: one fused kernel per parameter instead of a chain of elementwise
+    ops (the same update to float rounding), unless the preset chooses an implementation itself."""
+    fusable = settings.get('class_name') in ('torch.optim.Adam', 'torch.optim.AdamW')
+    on_cpu = all(param.device.type == 'cpu' for param in net.parameters())
+    if not fusable or not on_cpu or 'fused' in settings or 'foreach' in settings:
+        return settings
+    return dnnlib.EasyDict(settings, fused=True)
 
 
 def grid_latents(G, labels, random_seed, batch_gpu, device):

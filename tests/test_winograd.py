@@ -1,0 +1,80 @@
+"""Winograd 3x3 convolution (torch_utils/ops/winograd.py) against torch's direct convolution."""
+
+import pytest
+import torch
+
+from torch_utils.ops import conv2d_resample, winograd
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def relative_error(got, want):
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("size", [(8, 8), (9, 13), (5, 4)])  # whole tiles, partial tiles, an image smaller than a tile
+def test_equals_direct_convolution_float64(m, size):
+    gen = torch.Generator().manual_seed(m + size[1])
+    x = torch.randn([2, 5, *size], dtype=torch.float64, generator=gen)
+    w = torch.randn([7, 5, 3, 3], dtype=torch.float64, generator=gen)
+    got = winograd.conv3x3(x, w, m=m)
+    want = torch.nn.functional.conv2d(x, w, padding=1)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("m,tolerance", [(2, 3e-6), (4, 6e-5)])
+def test_float32_error_is_small(m, tolerance):
+    # Channel counts and magnitudes of a StyleGAN layer: float32 rounding only, no lost accuracy.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn([2, 64, 16, 16], generator=gen)
+    w = torch.randn([32, 64, 3, 3], generator=gen) / 24
+    want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    direct_error = relative_error(torch.nn.functional.conv2d(x, w, padding=1).double(), want)
+    error = relative_error(winograd.conv3x3(x, w, m=m).double(), want)
+    assert direct_error < error < tolerance
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_first_and_second_derivatives(m):
+    # R1 and the path-length penalty differentiate through the convolution twice.
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn([3, 2, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: winograd.conv3x3(a, b, m=m), (x, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, m=m), (x, w))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_output_keeps_the_input_layout(layout):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn([2, 6, 12, 12], generator=gen).contiguous(memory_format=layout)
+    w = torch.randn([4, 6, 3, 3], generator=gen)
+    got = winograd.conv3x3(x, w)
+    assert got.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1), rtol=0, atol=1e-4)
+
+
+def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monkeypatch):
+    calls = []
+    monkeypatch.setattr(winograd, 'conv3x3', lambda x, w: calls.append(x.shape) or torch.zeros(1))
+    wide = torch.zeros([1, winograd.min_channels, 16, 16])
+    narrow = torch.zeros([1, winograd.min_channels // 2, 16, 16])
+
+    def conv(x, out_channels=winograd.min_channels, padding=1, trainable=True, dtype=torch.float32):
+        w = torch.zeros([out_channels, x.shape[1], 3, 3], dtype=dtype, requires_grad=trainable)
+        conv2d_resample.conv2d_resample(x.to(dtype), w, padding=padding)
+
+    conv(wide)
+    assert len(calls) == 1
+    conv(narrow)
+    conv(wide, out_channels=8)
+    conv(wide, dtype=torch.float64)
+    conv(wide, padding=0)  # not 'same'
+    conv(wide, trainable=False)  # inference: oneDNN's forward is as fast
+    with torch.no_grad():
+        conv(wide)
+    monkeypatch.setattr(winograd, 'enabled', False)
+    conv(wide)
+    assert len(calls) == 1

@@ -1,0 +1,90 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray, CVPR 2016).
+
+An m x m block of outputs needs an (m + 2) x (m + 2) input tile d and the 3 x 3 kernel g:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, per input/output channel pair)
+
+Summed over the input channels, the elementwise product becomes one matrix product per tile position:
+(m + 2)^2 products [tiles, in] @ [in, out] instead of 9 m^2 multiply-adds per output pixel and channel pair.
+F(2x2, 3x3) needs 2.25 times fewer multiplications than the direct convolution, F(4x4, 3x3) 4 times fewer.
+On CPUs the convolutions of StyleGAN's 3x3 layers dominate a training step, so this is the fast path's main
+saving. Every step is a matrix product or a reshape, so autograd differentiates it to any order (R1 and the
+path-length penalty need the second derivative).
+
+The tile transforms are exact in real arithmetic; in float32 F(2, 3) agrees with the direct convolution to
+about 1e-6 and F(4, 3) to about 1e-5 of the output's magnitude.
+"""
+
+import torch
+
+# ----------------------------------------------------------------------------
+
+enabled = True     # The convolutions that qualify (see applies()) go through Winograd on CPUs.
+tile = 4           # m: outputs per tile side, 2 or 4.
+min_channels = 64  # Narrower layers stay with the direct convolution (too little work per tile to gain).
+min_size = 8       # Likewise images smaller than this (mostly padding in the tiles).
+
+# Transforms for the interpolation points 0, +-1 (F(2, 3)) and 0, +-1, +-2 (F(4, 3)), each with the point at
+# infinity. Rows of B^T and A^T evaluate/interpolate; G carries the Lagrange denominators.
+_MATRICES = {
+    2: dict(
+        BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        G=[[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+        AT=[[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: dict(
+        BT=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        G=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+           [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+
+# ----------------------------------------------------------------------------
+
+
+def applies(x, w, stride, padding, groups, transposed=False):
+    """Whether conv2d(x, w, stride, padding, groups) is computed here: CPU, float32, 3x3, 'same', differentiated."""
+    if not enabled or transposed or x.device.type != 'cpu' or x.dtype != torch.float32 or w.dtype != torch.float32:
+        return False
+    if tuple(w.shape[2:]) != (3, 3) or groups != 1 or stride not in (1, [1, 1], (1, 1)):
+        return False
+    if padding not in (1, [1, 1], (1, 1)):
+        return False
+    if not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        return False  # measured: oneDNN's direct forward is as fast or faster; the gain is in the backward passes
+    return min(w.shape[0], w.shape[1]) >= min_channels and min(x.shape[2], x.shape[3]) >= min_size
+
+
+def conv3x3(x, w, m=None):
+    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout."""
+    m = tile if m is None else m
+    mats = {key: torch.tensor(value, dtype=x.dtype) for key, value in _MATRICES[m].items()}
+    a = m + 2
+    n, _, height, width = x.shape
+    tiles_y, tiles_x = -(-height // m), -(-width // m)
+
+    # Input tiles in the transform domain, B^T d B: [a * a, n * tiles_y * tiles_x, in]. The unfolded tiles
+    # overlap, so they are gathered once; the two transforms are matrix products on the leading axes.
+    nhwc = x.permute(0, 2, 3, 1)
+    nhwc = torch.nn.functional.pad(nhwc, [0, 0, 1, tiles_x * m + 1 - width, 1, tiles_y * m + 1 - height])
+    tiles = nhwc.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3)    # [a_y, a_x, n, ty, tx, in]
+    v = mats['BT'] @ tiles.reshape(a, -1)                                       # rows: [a_y', a_x * ...]
+    v = torch.matmul(mats['BT'], v.view(a, a, -1))                              # columns: [a_y', a_x', ...]
+    v = v.view(a * a, -1, x.shape[1])
+
+    # Kernels in the transform domain, G g G^T, indexed like v: [a * a, in, out] (one product with G (x) G).
+    u = torch.kron(mats['G'], mats['G']) @ w.permute(2, 3, 1, 0).reshape(9, -1)
+    u = u.view(a * a, w.shape[1], w.shape[0])
+
+    # One product per tile position, then A^T (.) A back to m x m output blocks.
+    prod = torch.bmm(v, u)                                                      # [a_y * a_x, tiles, out]
+    y = torch.matmul(mats['AT'], prod.view(a, a, -1))                           # [a_y, m_x, ...]
+    y = (mats['AT'] @ y.view(a, -1)).view(m, m, n, tiles_y, tiles_x, -1)        # [m_y, m_x, n, ty, tx, out]
+    # Blocks back into images, in x's memory layout (a layout change would cost the next ops a conversion).
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_y * m, tiles_x * m, -1)  # [n, H', W', out]
+        return y[:, :height, :width].permute(0, 3, 1, 2)
+    y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, -1, tiles_y * m, tiles_x * m)       # [n, out, H', W']
+    return y[:, :, :height, :width]
+
+# ----------------------------------------------------------------------------
