@@ -116,6 +116,11 @@ class StepFailed(Exception):
     pass
 
 
+def q(text):
+    """A string as a Python literal in double quotes (so the printed `python -c '...'` needs no escaping)."""
+    return json.dumps(text)
+
+
 def shown(path):
     """A path as the printed commands give it: relative to the repository when inside it."""
     rel = os.path.relpath(path, HERE)
@@ -209,17 +214,17 @@ def prepare_data(demo, out, profile):
         f'--source={slide}', f'--dest={shown(p["all"])}', '--label=normal', f'--preview={shown(p["preview"])}'] + cut[1:])
     demo.number('slide patches kept (>= 90 % tissue)', count_patches(p['all']))
     demo.run_python('Holding out a quarter of the patches: never trained on, used for FID/SWD and anomaly scores',
-                    f'split_patches({shown(p["all"])!r}, {shown(p["train"])!r}, {shown(p["heldout"])!r})')
+                    f'split_patches({q(shown(p["all"]))}, {q(shown(p["train"]))}, {q(shown(p["heldout"]))})')
     demo.number('training patches', count_patches(p['train']))
     demo.number('held-out normal patches', count_patches(p['heldout']))
     demo.run_python(f'Shrinking the tumour tile by {TUMOUR_TILE_SCALE} to the slide\'s 0.499 um/px',
-                    f'resample_image({tile!r}, {shown(p["tile"])!r}, {TUMOUR_TILE_SCALE})')
+                    f'resample_image({q(tile)}, {q(shown(p["tile"]))}, {TUMOUR_TILE_SCALE})')
     demo.run('Cutting 64 px patches out of the tumour tile', cut[:1] + [
         f'--source={shown(p["tile"])}', f'--dest={shown(p["tumour"])}', '--label=tumor'] + cut[1:])
     demo.number('tumour patches', count_patches(p['tumour']))
     demo.run_python('Labelling held-out normal (0) and tumour (1) patches for the anomaly evaluation',
-                    f'make_evaluation_sets({shown(p["heldout"])!r}, {shown(p["tumour"])!r}, '
-                    f'{shown(p["labelled"])!r}, {shown(p["targets"])!r}, {profile["per_class"]}, '
+                    f'make_evaluation_sets({q(shown(p["heldout"]))}, {q(shown(p["tumour"]))}, '
+                    f'{q(shown(p["labelled"]))}, {q(shown(p["targets"]))}, {profile["per_class"]}, '
                     f'limit={profile["eval_per_class"]})')
     return p
 

@@ -144,8 +144,12 @@ def curves_png(training_rows, metric_entries, encoder_rows):
     panels = [p for p in panels if any(len(xs) for _name, xs, _ys in p[2])]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    for ax, (title, xlabel, lines) in zip(axes[0], panels):
+    cols = min(len(panels), 2)  # two per row keeps the figure within the page width, unscaled
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (title, xlabel, lines) in zip(axes.flat, panels):
         for name, xs, ys in lines:
             if xs:
                 ax.plot(xs, ys, marker='o' if len(xs) < 4 else None, ms=4, label=name)
