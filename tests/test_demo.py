@@ -100,7 +100,7 @@ def test_demo_quick_runs_every_step(quick_demo):
     run_dir, numbers = expected_numbers(out)
     assert glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl'))
     assert len(glob.glob(str(out / 'generated' / 'seed*.png'))) == 36 and (out / 'style-mixing' / 'grid.png').is_file()
-    assert numbers['fid16'] > 0 and numbers['swd16_avg'] > 0 and 0 <= numbers['AUROC'] <= 1
+    assert numbers['fid8'] > 0 and numbers['swd8_avg'] > 0 and 0 <= numbers['AUROC'] <= 1
     assert len(glob.glob(str(out / 'projection' / '*' / 'residual.png'))) == 4
 
     page = (out / 'report.html').read_text()
@@ -198,5 +198,5 @@ def test_demo_full_within_budget(tmp_path):
     stdout = run_demo(out, timeout=1800)
     assert 'Done in' in stdout
     _, numbers = expected_numbers(out)
-    assert numbers['fid500_full'] > 0 and 0 <= numbers['AUROC'] <= 1
+    assert numbers['fid128_full'] > 0 and 0 <= numbers['AUROC'] <= 1
     assert (out / 'report.html').is_file()
