@@ -2,7 +2,7 @@
 
 It runs the commands a user would type, printing each one before it runs:
   1. fetch the CMU-1-Small-Region slide and the TIA tumour tile through the asset registry;
-  2. dataset_tool.py: 64 px tissue patches of the slide, and the Fig 2 preview panel;
+  2. dataset_tool.py: 32 px (or 64 px) tissue patches of the slide, and the Fig 2 preview panel;
   3. split them into training and held-out patches; bring the tumour tile (about twice the slide's
      magnification) to the slide's 0.499 um/px and cut it into patches as well;
   4. train.py: a short run of a narrow config-e StyleGAN2 on the training patches only;
@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -34,15 +35,18 @@ TUMOUR_TILE_SCALE = 0.5
 HELDOUT_FRACTION = 0.25
 SPLIT_SEED = 0
 
-# What each mode trains and measures. 'full' is sized for 15 minutes on two busy CPU cores; 'quick' only shows
-# that every step works (about 2 minutes) and learns nothing worth looking at.
+# What each mode trains and measures. 'full' is sized for about 15 minutes on two idle CPU cores; 'quick' only
+# shows that every step works (2-4 minutes) and learns nothing worth looking at.
+# The full training settings follow the CPU measurements in the h2-anomaly notes: at these sizes a step costs
+# mostly fixed overhead, so 32 px patches, a narrow network (cbase 512, cmax 64) and batch 16 see the most
+# tissue per CPU-minute; a weak R1 (gamma 0.1) and a short G_ema half-life (0.1 kimg) suit a short run.
 PROFILES = {
-    'full': dict(kimg=3.0, ticks=6, metric_images=128, full_fid=True, encoder_kimg=1.0, encoder_batch=16,
-                 encoder_lpips=1.0, per_class=4, project_steps=100, eval_per_class=None, real_floor=True,
-                 train=['--cbase=2048', '--cmax=128', '--map=2', '--batch=8', '--gamma=1', '--ema=0.25']),
-    'quick': dict(kimg=0.02, ticks=1, metric_images=8, full_fid=False, encoder_kimg=0.016, encoder_batch=8,
-                  encoder_lpips=0.0, per_class=2, project_steps=4, eval_per_class=8, real_floor=False,
-                  train=['--cbase=512', '--cmax=32', '--map=1', '--batch=4', '--gamma=1', '--ema=0.01']),
+    'full': dict(patch=32, kimg=1.0, ticks=5, metric_images=128, encoder_kimg=0.5, encoder_batch=16, per_class=4,
+                 project_steps=100, eval_per_class=100, real_floor=True,
+                 train=['--cbase=512', '--cmax=64', '--map=2', '--batch=16', '--gamma=0.1', '--ema=0.1']),
+    'quick': dict(patch=32, kimg=0.02, ticks=1, metric_images=8, encoder_kimg=0.016, encoder_batch=8, per_class=2,
+                  project_steps=4, eval_per_class=8, real_floor=False,
+                  train=['--cbase=512', '--cmax=32', '--map=1', '--batch=4', '--gamma=0.1', '--ema=0.01']),
 }
 
 #----------------------------------------------------------------------------
@@ -101,13 +105,28 @@ def make_evaluation_sets(normal, tumour, labelled, targets, per_class, limit=Non
     sets = [('normal', 0, read_dataset_zip(normal)[:limit]), ('tumour', 1, read_dataset_zip(tumour)[:limit])]
     write_dataset_zip(labelled, [(f'{kind}/{os.path.basename(name)}', data, label)
                                  for kind, label, members in sets for name, data, _ in members])
-    os.makedirs(targets, exist_ok=True)
+    shutil.rmtree(targets, ignore_errors=True)  # a rerun with fewer targets must not project stale ones
+    os.makedirs(targets)
     for kind, _label, members in sets:
         for idx, (_name, data, _) in enumerate(members[:per_class]):
             with open(os.path.join(targets, f'{kind}-{idx:02d}.png'), 'wb') as f:
                 f.write(data)
     counts = ', '.join(f'{len(m)} {kind}' for kind, _, m in sets)
     print(f'{labelled}: {counts}\n{targets}: {per_class} of each kind to project')
+
+def score_aurocs(scores_csv):
+    """AUROC of each term of tools.anomaly's scores.csv used alone as the score (label 1 = tumour); one JSON line."""
+    import math
+    from sklearn.metrics import roc_auc_score
+    with open(scores_csv, newline='') as f:
+        rows = list(csv.DictReader(f))
+    labels = [int(row['label']) for row in rows]
+    found = {}
+    for term in ('residual', 'features', 'lpips'):
+        values = [float(row[term]) for row in rows]
+        if all(math.isfinite(v) for v in values):
+            found[term] = roc_auc_score(labels, values)
+    print(json.dumps(found))
 
 #----------------------------------------------------------------------------
 # Running steps and keeping their record.
@@ -205,12 +224,13 @@ def prepare_data(demo, out, profile):
     for name, path in (('cmu-small-region', slide), ('tia-tumour-tile', tile)):
         print(f'   {path} ({assets.asset_source(name)})')
 
+    size = profile['patch']
     p = {k: os.path.join(out, v) for k, v in dict(
-        all='cmu-64.zip', train='cmu-64-train.zip', heldout='cmu-64-heldout.zip', tile='tumour-tile-0.499um.png',
-        tumour='tumour-64.zip', labelled='anomaly-heldout.zip', targets='projection-targets',
-        preview='preview').items()}
-    cut = ['dataset_tool.py', '--patch-size=64', '--level=0', '--tissue-min=0.9', '--overwrite']
-    demo.run('Cutting 64 px tissue patches out of the slide (Fig 2 preview panel beside them)', cut[:1] + [
+        all=f'cmu-{size}.zip', train=f'cmu-{size}-train.zip', heldout=f'cmu-{size}-heldout.zip',
+        tile='tumour-tile-0.499um.png', tumour=f'tumour-{size}.zip', labelled='anomaly-heldout.zip',
+        targets='projection-targets', preview='preview').items()}
+    cut = ['dataset_tool.py', f'--patch-size={size}', '--level=0', '--tissue-min=0.9', '--overwrite']
+    demo.run(f'Cutting {size} px tissue patches out of the slide (Fig 2 preview panel beside them)', cut[:1] + [
         f'--source={slide}', f'--dest={shown(p["all"])}', '--label=normal', f'--preview={shown(p["preview"])}'] + cut[1:])
     demo.number('slide patches kept (>= 90 % tissue)', count_patches(p['all']))
     demo.run_python('Holding out a quarter of the patches: never trained on, used for FID/SWD and anomaly scores',
@@ -219,7 +239,7 @@ def prepare_data(demo, out, profile):
     demo.number('held-out normal patches', count_patches(p['heldout']))
     demo.run_python(f'Shrinking the tumour tile by {TUMOUR_TILE_SCALE} to the slide\'s 0.499 um/px',
                     f'resample_image({q(tile)}, {q(shown(p["tile"]))}, {TUMOUR_TILE_SCALE})')
-    demo.run('Cutting 64 px patches out of the tumour tile', cut[:1] + [
+    demo.run(f'Cutting {size} px patches out of the tumour tile', cut[:1] + [
         f'--source={shown(p["tile"])}', f'--dest={shown(p["tumour"])}', '--label=tumor'] + cut[1:])
     demo.number('tumour patches', count_patches(p['tumour']))
     demo.run_python('Labelling held-out normal (0) and tumour (1) patches for the anomaly evaluation',
@@ -256,9 +276,10 @@ def synthesize(demo, out, snapshot):
 
 def measure(demo, p, snapshot, profile, metric_images):
     count = metric_count(metric_images)
-    metrics = f'fid{count}{"_full" if profile["full_fid"] else ""},swd{count}'
-    reals = 'all' if profile['full_fid'] else metric_images
-    text = demo.run(f'FID and SWD of {metric_images} generated patches against {reals} held-out real patches', [
+    metrics = f'fid{count},swd{count}'
+    # Inception runs on every image at 299x299, the demo's main cost on a CPU: n generated against n held-out.
+    text = demo.run(f'FID and SWD of {metric_images} generated patches against {metric_images} held-out real '
+                    'patches', [
         'calc_metrics.py', f'--network={shown(snapshot)}', f'--data={shown(p["heldout"])}', f'--metrics={metrics}'])
     for entry in json_lines(text):
         for key, value in sorted(entry.get('results', {}).items()):
@@ -270,7 +291,7 @@ def measure(demo, p, snapshot, profile, metric_images):
         text = demo.run('The same metrics for training patches instead of generated ones: what a perfect generator '
                         'would score with this few patches', [
                             'calc_metrics.py', f'--data={shown(p["heldout"])}', f'--data2={shown(p["train"])}',
-                            f'--metrics=fid{count}_full,swd{count}'])
+                            f'--metrics=fid{count},swd{count}'])
         for entry in json_lines(text):
             for key, value in sorted(entry.get('results', {}).items()):
                 if key.startswith('fid') or key.endswith('_avg'):
@@ -284,7 +305,7 @@ def detect_anomalies(demo, out, p, snapshot, profile):
     demo.run(f'Training an f-AnoGAN encoder (izi_f) for {kimg:g} kimg on the normal training patches', [
         '-m', 'tools.train_encoder', f'--network={shown(snapshot)}', f'--data={shown(p["train"])}',
         f'--outdir={shown(enc_runs)}', f'--kimg={kimg:g}', f'--batch={profile["encoder_batch"]}', f'--tick={kimg / 4:g}',
-        '--snap=4', f'--lpips={profile["encoder_lpips"]:g}', '--workers=0'])
+        '--snap=4', '--lpips=0', '--lr=1e-3', '--workers=0'])
     enc_dir = new_run_dir(enc_runs, before)
     encoder = latest(enc_dir, 'encoder-snapshot-', '.pkl')
 
@@ -304,7 +325,11 @@ def detect_anomalies(demo, out, p, snapshot, profile):
     if not found:
         raise StepFailed('tools.anomaly evaluate printed no result line')
     for key in ('AUROC', 'AUPR', 'F1max'):
-        demo.number(f'anomaly {key} (held-out normal vs tumour)', float(found[-1][key]))
+        demo.number(f'anomaly {key}, f-AnoGAN score (held-out normal vs tumour)', float(found[-1][key]))
+    text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS)',
+                           f'score_aurocs({q(shown(os.path.join(anomaly, "scores.csv")))})')
+    for term, value in json_lines(text)[-1].items():
+        demo.number(f'anomaly AUROC, {term} term alone', float(value))
     return enc_dir, projection, anomaly
 
 
@@ -315,7 +340,8 @@ def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, m
     metric_logs = sorted(f for f in os.listdir(run_dir) if f.startswith('metric-') and f.endswith('.jsonl'))
     manifest = dict(
         title='HistoSynth demo: real H&E to anomaly detection',
-        summary=f'Mode {mode}; wall time {wall:.0f} s on {os.cpu_count()} CPU cores'
+        summary=f'Mode {mode}; wall time {wall:.0f} s on {os.cpu_count()} CPU cores (load average '
+                f'{os.getloadavg()[0]:.1f} at the end)'
                 f'{" and CUDA" if _cuda() else ""}. Every picture below was made by this run; every number is listed '
                 'with the command that produced it.',
         sections=[
@@ -355,20 +381,24 @@ def _cuda():
 @click.option('--outdir', default='demo-out', show_default=True, help='Folder for everything the demo writes.')
 @click.option('--quick', is_flag=True,
               help='Tiny network, a few training steps, few metric images: checks every step in about 2 minutes.')
+@click.option('--patch-size', type=click.Choice(['32', '64']),
+              help='Patch size in pixels at the slide\'s 0.499 um/px  [default: 32: most tissue per CPU-minute]')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True),
               help=f'GAN training length in thousands of real images  [default: {PROFILES["full"]["kimg"]:g}, '
                    f'--quick {PROFILES["quick"]["kimg"]:g}]')
 @click.option('--metric-images', type=click.IntRange(min=2),
               help=f'Generated images for FID and SWD (Inception runs on the CPU: keep it small)  [default: '
                    f'{PROFILES["full"]["metric_images"]}, --quick {PROFILES["quick"]["metric_images"]}]')
-def main(outdir, quick, kimg, metric_images):
+def main(outdir, quick, patch_size, kimg, metric_images):
     """Run HistoSynth end to end on real H&E: patches, a GAN, metrics, projection and anomaly detection.
 
     Writes everything under --outdir, ending with report.html.
     """
     from dnnlib.util import UserError
     mode = 'quick' if quick else 'full'
-    profile = PROFILES[mode]
+    profile = dict(PROFILES[mode])
+    if patch_size is not None:
+        profile['patch'] = int(patch_size)
     kimg = profile['kimg'] if kimg is None else kimg
     metric_images = profile['metric_images'] if metric_images is None else metric_images
     out = os.path.abspath(outdir)

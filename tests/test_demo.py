@@ -24,7 +24,8 @@ STEP_COMMANDS = ['python dataset_tool.py', 'python -c \'import demo; demo.split_
                  'python -c \'import demo; demo.resample_image(', 'python dataset_tool.py',
                  'python -c \'import demo; demo.make_evaluation_sets(', 'python train.py', 'python generate.py',
                  'python style_mixing.py', 'python calc_metrics.py', 'python -m tools.train_encoder',
-                 'python projector.py', 'python -m tools.anomaly evaluate', 'python -m tools.report']
+                 'python projector.py', 'python -m tools.anomaly evaluate',
+                 'python -c \'import demo; demo.score_aurocs(', 'python -m tools.report']
 
 
 def run_demo(out, *args, timeout):
@@ -64,7 +65,7 @@ def expected_numbers(out):
     found.update({k: metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
     with open(out / 'projection' / 'summary.csv', newline='') as f:
         found.update({f'lpips {row["name"]}': float(row['lpips']) for row in csv.DictReader(f)})
-    for name in ('cmu-64', 'cmu-64-train', 'cmu-64-heldout', 'tumour-64'):
+    for name in ('cmu-32', 'cmu-32-train', 'cmu-32-heldout', 'tumour-32'):
         found[name] = len(pngs(out / f'{name}.zip'))
     return run_dir, found
 
@@ -82,13 +83,13 @@ def test_demo_quick_runs_every_step(quick_demo):
     assert 'narrow config-e' in stdout
 
     # The split is a partition: held-out patches never reach training.
-    everything, train, heldout = (pngs(out / f'{n}.zip') for n in ('cmu-64', 'cmu-64-train', 'cmu-64-heldout'))
+    everything, train, heldout = (pngs(out / f'{n}.zip') for n in ('cmu-32', 'cmu-32-train', 'cmu-32-heldout'))
     assert not set(train) & set(heldout) and set(train) | set(heldout) == set(everything)
     assert len(heldout) == round(0.25 * len(everything))
     assert all(train[n] == everything[n] for n in train)
     # The tumour tile is shrunk to half size (0.25 -> 0.5 um/px) before cutting.
     assert PIL.Image.open(out / 'tumour-tile-0.499um.png').size == (500, 500)
-    tumour = pngs(out / 'tumour-64.zip')
+    tumour = pngs(out / 'tumour-32.zip')
     assert len(tumour) > 10
     # The labelled evaluation set: held-out normal patches 0, tumour patches 1 (quick mode: 8 of each).
     labelled = labels(out / 'anomaly-heldout.zip')
@@ -198,5 +199,5 @@ def test_demo_full_within_budget(tmp_path):
     stdout = run_demo(out, timeout=1800)
     assert 'Done in' in stdout
     _, numbers = expected_numbers(out)
-    assert numbers['fid128_full'] > 0 and 0 <= numbers['AUROC'] <= 1
+    assert numbers['fid128'] > 0 and 0 <= numbers['AUROC'] <= 1
     assert (out / 'report.html').is_file()
