@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
+from sklearn.metrics import roc_auc_score
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +64,10 @@ def expected_numbers(out):
     with open(out / 'anomaly' / 'metrics.json') as f:
         metrics = json.load(f)
     found.update({k: metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
+    with open(out / 'anomaly' / 'scores.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    for term in ('residual', 'features', 'lpips'):  # each term alone as the score, by scikit-learn
+        found[f'AUROC {term}'] = roc_auc_score([int(r['label']) for r in rows], [float(r[term]) for r in rows])
     with open(out / 'projection' / 'summary.csv', newline='') as f:
         found.update({f'lpips {row["name"]}': float(row['lpips']) for row in csv.DictReader(f)})
     for name in ('cmu-32', 'cmu-32-train', 'cmu-32-heldout', 'tumour-32'):
