@@ -10,7 +10,7 @@ It runs the commands a user would type, printing each one before it runs:
   6. calc_metrics.py: FID and SWD against the held-out patches, which training never saw;
   7. tools.train_encoder: an f-AnoGAN encoder for the trained generator, on the training patches;
   8. projector.py: a few normal and a few tumour patches mapped into the latent space;
-  9. tools.anomaly evaluate: AUROC of held-out normal (label 0) against tumour (label 1) patches;
+  9. tools.anomaly evaluate --score=perceptual: AUROC of held-out normal (0) against tumour (1) patches;
  10. tools.report: one self-contained page, <outdir>/report.html, with every picture and number.
 """
 
@@ -318,14 +318,14 @@ def detect_anomalies(demo, out, p, snapshot, profile):
         for row in csv.DictReader(f):
             demo.number(f'projection LPIPS, {os.path.splitext(row["name"])[0]}', float(row['lpips']))
 
-    text = demo.run('Anomaly detection: f-AnoGAN scores of held-out normal (0) vs tumour (1) patches', [
+    text = demo.run('Anomaly detection: perceptual scores (LPIPS + D features) of held-out normal (0) vs tumour (1) patches', [
         '-m', 'tools.anomaly', 'evaluate', f'--network={shown(snapshot)}', f'--encoder={shown(encoder)}',
-        f'--data={shown(p["labelled"])}', f'--outdir={shown(anomaly)}', '--method=encoder'])
+        f'--data={shown(p["labelled"])}', f'--outdir={shown(anomaly)}', '--method=encoder', '--score=perceptual'])
     found = json_lines(text)
     if not found:
         raise StepFailed('tools.anomaly evaluate printed no result line')
     for key in ('AUROC', 'AUPR', 'F1max'):
-        demo.number(f'anomaly {key}, f-AnoGAN score (held-out normal vs tumour)', float(found[-1][key]))
+        demo.number(f'anomaly {key}, perceptual score (held-out normal vs tumour)', float(found[-1][key]))
     text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS)',
                            f'score_aurocs({q(shown(os.path.join(anomaly, "scores.csv")))})')
     for term, value in json_lines(text)[-1].items():
