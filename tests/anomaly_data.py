@@ -32,23 +32,33 @@ def held_out_block(x, y):
     return (x // BLOCK + y // BLOCK) % 4 == 0
 
 
-def normal_crops(image, size, count, held_out, seed=0, min_tissue=0.9):
-    """`count` tissue crops of size x size lying wholly inside one checkerboard block of the wanted kind."""
-    rnd = np.random.RandomState(seed)
-    h, w = image.shape[:2]
+def _collect_crops(image, size, count, min_tissue, tries, position):
+    """Up to `count` tissue crops at the (x, y) that `position()` draws (None: draw again)."""
     crops = []
-    for _ in range(count * 500):
-        bx, by = rnd.randint(0, w // BLOCK), rnd.randint(0, h // BLOCK)
-        if held_out_block(bx * BLOCK, by * BLOCK) != held_out:
+    for _ in range(tries):
+        xy = position()
+        if xy is None:
             continue
-        x = bx * BLOCK + rnd.randint(0, BLOCK - size + 1)
-        y = by * BLOCK + rnd.randint(0, BLOCK - size + 1)
+        x, y = xy
         crop = image[y:y + size, x:x + size]
         if is_tissue(crop, min_tissue):
             crops.append(crop)
             if len(crops) == count:
                 return np.stack(crops)
     raise RuntimeError(f'found only {len(crops)} tissue crops of {size} px')
+
+
+def normal_crops(image, size, count, held_out, seed=0, min_tissue=0.9):
+    """`count` tissue crops of size x size lying wholly inside one checkerboard block of the wanted kind."""
+    rnd = np.random.RandomState(seed)
+    h, w = image.shape[:2]
+
+    def position():
+        bx, by = rnd.randint(0, w // BLOCK), rnd.randint(0, h // BLOCK)
+        if held_out_block(bx * BLOCK, by * BLOCK) != held_out:
+            return None
+        return bx * BLOCK + rnd.randint(0, BLOCK - size + 1), by * BLOCK + rnd.randint(0, BLOCK - size + 1)
+    return _collect_crops(image, size, count, min_tissue, count * 500, position)
 
 
 def tumour_crops(tile, size, count, seed=0, scale=TILE_SCALE, min_tissue=0.9):
@@ -60,12 +70,8 @@ def any_tissue_crops(image, size, count, seed=0, min_tissue=0.9):
     """`count` tissue crops of size x size from anywhere in `image`."""
     rnd = np.random.RandomState(seed)
     h, w = image.shape[:2]
-    crops = []
-    for _ in range(count * 500):
-        y, x = rnd.randint(0, h - size + 1), rnd.randint(0, w - size + 1)
-        crop = image[y:y + size, x:x + size]
-        if is_tissue(crop, min_tissue):
-            crops.append(crop)
-            if len(crops) == count:
-                return np.stack(crops)
-    raise RuntimeError(f'found only {len(crops)} tissue crops of {size} px')
+
+    def position():
+        y = rnd.randint(0, h - size + 1)
+        return rnd.randint(0, w - size + 1), y
+    return _collect_crops(image, size, count, min_tissue, count * 500, position)
