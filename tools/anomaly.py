@@ -47,8 +47,8 @@ def score_patches(G, patches, method='encoder', E=None, D=None, kappa=1.0, num_s
 
     G: the generator (eval, on the device to use). E: encoder for 'encoder'/'hybrid'. D: the discriminator,
     needed for the f-AnoGAN feature term of 'encoder' (optional otherwise; without it `features` is NaN).
-    score: 'fanogan' or 'lpips' (see the module doc); default by method. LPIPS is measured only where the score or
-    the projection uses it.
+    score: 'fanogan', 'lpips' or 'perceptual' (see the module doc); default by method. LPIPS is measured only
+    where the score or the projection uses it.
     Returns EasyDict of numpy arrays: score, residual, features, lpips (float64 [N]) and recon (uint8 [N, R, R, 3]).
     """
     patches = np.asarray(patches.cpu() if torch.is_tensor(patches) else patches)

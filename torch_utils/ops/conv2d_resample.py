@@ -81,10 +81,11 @@ def _transposed_path(x, w, f, up, down, pad, groups, flip_weight, flip_filter):
     wt = w.unflatten(0, (groups, -1)).transpose(1, 2).flatten(0, 1)
     x = _conv(x, wt, stride=up, padding=[crop_y, crop_x], groups=groups, flip=not flip_weight, transpose=True)
     rest = [rest[0] + crop_x, rest[1] + crop_x, rest[2] + crop_y, rest[3] + crop_y]
-    if _filter_impl(x) == 'ref' and _depthwise_fits(f, rest):
+    impl = _filter_impl(x)
+    if impl == 'ref' and _depthwise_fits(f, rest):
         x = _depthwise_filter(x, f, rest, up ** 2, flip_filter)
     else:
-        x = upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up ** 2, flip_filter=flip_filter, impl=_filter_impl(x))
+        x = upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up ** 2, flip_filter=flip_filter, impl=impl)
     if down > 1:
         x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
     return x
