@@ -11,6 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from anomaly_data import any_tissue_crops  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+
 
 def pytest_collection_modifyitems(config, items):
     has_gpu = torch.cuda.is_available()
@@ -50,17 +52,7 @@ def he_image(he_slide_path):
 
 def tissue_crops(img, size, count, min_tissue=0.9, seed=0):
     """Random size x size crops of an H&E image whose pixels are mostly tissue (not white background)."""
-    rnd = np.random.RandomState(seed)
-    h, w = img.shape[:2]
-    crops = []
-    for _ in range(count * 200):
-        y, x = rnd.randint(0, h - size + 1), rnd.randint(0, w - size + 1)
-        crop = img[y:y + size, x:x + size]
-        if (crop.mean(axis=2) < 210).mean() >= min_tissue:
-            crops.append(crop)
-            if len(crops) == count:
-                return np.stack(crops)
-    raise RuntimeError(f"found only {len(crops)} tissue crops of {size}px")
+    return any_tissue_crops(img, size, count, seed=seed, min_tissue=min_tissue)
 
 
 @pytest.fixture(scope="session")

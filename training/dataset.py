@@ -12,6 +12,7 @@ a fixed-seed `max_size` subset, x-flip doubling). HistoSynth adds:
   exactly where the interrupted one stopped.
 """
 
+import abc
 import io
 import json
 import os
@@ -93,7 +94,7 @@ class _ZipFiles:
 
 #----------------------------------------------------------------------------
 
-class Dataset(torch.utils.data.Dataset):
+class Dataset(torch.utils.data.Dataset, abc.ABC):
     """The part every dataset shares: which raw images make up the items, mirroring, and labels.
 
     Item i shows raw image `_raw_idx[i]`, mirrored left-right when `_xflip[i]` is set. Subclasses read
@@ -133,11 +134,13 @@ class Dataset(torch.utils.data.Dataset):
             self._labels_cache = labels
         return self._labels_cache
 
+    @abc.abstractmethod
     def _load_raw_image(self, raw_idx):
-        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_image')
+        """uint8 [C, H, W] of raw image `raw_idx`."""
 
+    @abc.abstractmethod
     def _load_raw_labels(self):
-        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_labels')
+        """int64 [N] classes, float32 [N, C] vectors, or None for an unlabelled dataset."""
 
     def close(self):
         """Release open files; a subclass that holds any overrides this."""

@@ -54,6 +54,7 @@ class Loss:
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         """Add d(gain * loss of phase `phase` (its name)) to the gradients of the phase's module."""
+        # Not abstract: the base is instantiated on its own for its shared bookkeeping (tests, phase lists).
         raise NotImplementedError(f'{type(self).__name__} does not implement accumulate_gradients')
 
     def optimizer_kwargs(self, module, opt_kwargs):
