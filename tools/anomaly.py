@@ -6,8 +6,9 @@ A query patch x is mapped into the latent space (tools/projection.py), giving a 
 - `--score lpips` (projector): A(x) = LPIPS(x, x') + mean (x - x')^2;
 - `--score perceptual`: A(x) = LPIPS(x, x') + kappa * mean (f(x) - f(x'))^2, the f-AnoGAN score with LPIPS in place
   of the pixel residual. Under a briefly trained GAN the pixel residual mostly measures brightness and colour
-  mismatch (on CMU normal vs tumour-tile patches its AUROC fell anywhere between 0.37 and 0.64), while LPIPS and
-  the D features carry the tissue structure; this is the score that separates after a few CPU-minutes.
+  mismatch (on CMU normal vs tumour-tile patches its AUROC fell between 0.37 and 0.64). LPIPS and the D features
+  see more structure, but after CPU-minutes of training no score separates reliably (AUROC 0.57-0.85 over
+  training seeds; tests/test_anomaly_real.py): smooth tissue reconstructs better whatever its type.
 The default score follows the method: fanogan for `--method encoder`, lpips for `lpips` / `hybrid`. Pixels are in
 [-1, 1]. The CSV keeps every term it measured (columns residual, features, lpips); the encoder method with the
 fanogan score leaves lpips NaN, because running VGG16 would cost several times the encoder and G together.
