@@ -254,6 +254,11 @@ def prepare_data(demo, out, profile):
     return p
 
 
+def usable_cores():
+    """The cores this process may run on (taskset or a container can allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
 def train_gan(demo, out, p, profile, kimg):
     runs = os.path.join(out, 'training-runs')
     before = set(os.listdir(runs)) if os.path.isdir(runs) else set()
@@ -345,7 +350,7 @@ def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, m
     metric_logs = sorted(f for f in os.listdir(run_dir) if f.startswith('metric-') and f.endswith('.jsonl'))
     manifest = dict(
         title='HistoSynth demo: real H&E to anomaly detection',
-        summary=f'Mode {mode}; wall time {wall:.0f} s on {os.cpu_count()} CPU cores (load average '
+        summary=f'Mode {mode}; wall time {wall:.0f} s on {usable_cores()} CPU cores (load average '
                 f'{os.getloadavg()[0]:.1f} at the end)'
                 f'{" and CUDA" if _cuda() else ""}. Every picture below was made by this run; every number is listed '
                 'with the command that produced it.',
@@ -409,7 +414,7 @@ def main(outdir, quick, patch_size, kimg, metric_images):
     out = os.path.abspath(outdir)
     os.makedirs(out, exist_ok=True)
     print(f'HistoSynth demo ({mode}{": every step, tiny settings" if quick else ""}) on '
-          f'{"CUDA" if _cuda() else f"the CPU ({os.cpu_count()} cores)"}; writing to {out}', flush=True)
+          f'{"CUDA" if _cuda() else f"the CPU ({usable_cores()} cores)"}; writing to {out}', flush=True)
     start = time.time()
     demo = Demo()
     try:
