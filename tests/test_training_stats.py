@@ -123,3 +123,19 @@ def test_reduction_across_two_processes(tmp_path):
         assert stats['A/values']['mean'] == pytest.approx(union.mean(), rel=1e-12)
         assert stats['A/values']['std'] == pytest.approx(union.std(), rel=1e-9)
         assert stats['B/rank0'] == {'num': 1, 'mean': 3.0, 'std': 0.0}
+
+
+def test_a_nan_spoils_only_its_own_interval(prefix):
+    """One nan loss (e.g. a diverged step) must not make every later interval nan, in this or a new collector."""
+    collector = training_stats.Collector(regex=prefix + '.*')
+    training_stats.report(prefix + 'loss', [1.0, float('nan')])
+    collector.update()
+    assert math.isnan(collector.mean(prefix + 'loss'))
+    training_stats.report(prefix + 'loss', [2.0, 4.0])
+    collector.update()
+    assert collector.mean(prefix + 'loss') == 3.0 and collector.num(prefix + 'loss') == 2
+    later = training_stats.Collector(regex=prefix + '.*')
+    training_stats.report(prefix + 'loss', 5.0)
+    later.update()
+    collector.update()
+    assert later.mean(prefix + 'loss') == 5.0 == collector.mean(prefix + 'loss')

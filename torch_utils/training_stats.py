@@ -10,6 +10,7 @@ a value for.
 
 import math
 import re
+import weakref
 
 import torch
 
@@ -22,7 +23,9 @@ _SUM_DTYPE = torch.float64  # counts stay exact and long sums stay accurate
 
 _config = dnnlib.EasyDict(rank=0, sync_device=None, synced=False)
 _unsynced = {}  # name -> {device: sums reported there since the last sync}
-_totals = {}    # name -> sums over all ranks since the start of the process (CPU)
+# Every live Collector receives each synced increment. Collectors keep increments, not differences of running
+# totals: one nan or inf reported under a name would otherwise stay in the totals and spoil every later interval.
+_collectors = weakref.WeakSet()
 
 # ----------------------------------------------------------------------------
 
@@ -64,10 +67,9 @@ def report0(name, value):
 
 
 def _sync(names):
-    """Fold the unsynced sums of `names` into the process totals (adding up all ranks when distributed);
-    returns [(name, totals tensor)]."""
+    """Move the unsynced sums of `names` (added up over all ranks when distributed) into every live Collector."""
     if not names:
-        return []
+        return
     _config.synced = True
     device = torch.device('cpu') if _config.sync_device is None else _config.sync_device
     fresh = torch.zeros([len(names), _SUMS], dtype=_SUM_DTYPE, device=device)
@@ -79,12 +81,9 @@ def _sync(names):
     if _config.sync_device is not None and distributed:
         torch.distributed.all_reduce(fresh)
     fresh = fresh.cpu()
-    result = []
-    for row, name in enumerate(names):
-        totals = _totals.setdefault(name, torch.zeros([_SUMS], dtype=_SUM_DTYPE))
-        totals += fresh[row]
-        result.append((name, totals))
-    return result
+    for collector in list(_collectors):
+        for row, name in enumerate(names):
+            collector._receive(name, fresh[row])
 
 
 class Collector:
@@ -98,10 +97,14 @@ class Collector:
     def __init__(self, regex='.*', keep_previous=True):
         self._pattern = re.compile(regex)
         self._keep_previous = keep_previous
-        self._seen = {}       # name -> totals at the previous update()
+        self._pending = {}    # name -> sums synced since the previous update()
         self._interval = {}   # name -> sums reported during the last interval
-        self.update()         # reports made before the collector existed do not count
-        self._interval = {}
+        _sync(self.names())   # reports made before the collector existed do not count
+        _collectors.add(self)
+
+    def _receive(self, name, sums):
+        if self._pattern.fullmatch(name):
+            self._pending[name] = self._pending[name] + sums if name in self._pending else sums.clone()
 
     def names(self):
         """Sorted names of reported statistics that match the regex (the same on every rank)."""
@@ -111,12 +114,11 @@ class Collector:
         """End the current interval. Collective when distributed: every rank has to call it."""
         if not self._keep_previous:
             self._interval = {}
-        for name, totals in _sync(self.names()):
-            before = self._seen.get(name)
-            grown = totals.clone() if before is None else totals - before
-            self._seen[name] = totals.clone()
-            if grown[0] != 0:
-                self._interval[name] = grown
+        _sync(self.names())
+        for name, sums in self._pending.items():
+            if sums[0] != 0:
+                self._interval[name] = sums
+        self._pending = {}
 
     def _sums(self, name):
         if not self._pattern.fullmatch(name):

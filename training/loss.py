@@ -127,7 +127,7 @@ class StyleGAN2Loss(Loss):
         share = every / (every + 1)
         adjusted = dnnlib.EasyDict(opt_kwargs, lr=opt_kwargs['lr'] * share)
         if 'betas' in adjusted:
-            adjusted.betas = [b ** share for b in adjusted.betas]
+            adjusted.betas = [float(b) ** share for b in adjusted.betas]
         return adjusted
 
     def generate(self, z, c):

@@ -31,7 +31,7 @@ VALUE = '<option value>'  # knob placeholder: replaced by the value the user gav
 # StyleGAN2 rows. Every published StyleGAN2(-ADA) preset differs only in a few numbers, listed
 # per preset below; the rest of the row is shared.
 
-_ADAM_SG2 = dict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
+_ADAM_SG2 = dict(class_name='torch.optim.Adam', betas=[0.0, 0.99], eps=1e-8)
 
 _SG2_KNOBS = {
     'cbase':   {'G.synthesis_kwargs.channel_base': VALUE, 'D.channel_base': VALUE},
