@@ -12,53 +12,60 @@ def relative_error(got, want):
     return ((got - want).abs().max() / want.abs().max()).item()
 
 
+IMPLS = ['ref', 'cpu']  # PyTorch tensor ops; compiled tile transforms (winograd_cpu.cpp)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("size", [(8, 8), (9, 13), (5, 4)])  # whole tiles, partial tiles, an image smaller than a tile
-def test_equals_direct_convolution_float64(m, size):
+def test_equals_direct_convolution_float64(impl, m, size):
     gen = torch.Generator().manual_seed(m + size[1])
     x = torch.randn([2, 5, *size], dtype=torch.float64, generator=gen)
     w = torch.randn([7, 5, 3, 3], dtype=torch.float64, generator=gen)
-    got = winograd.conv3x3(x, w, m=m)
+    got = winograd.conv3x3(x, w, m=m, impl=impl)
     want = torch.nn.functional.conv2d(x, w, padding=1)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("m,tolerance", [(2, 3e-6), (4, 6e-5)])
-def test_float32_error_is_small(m, tolerance):
+def test_float32_error_is_small(impl, m, tolerance):
     # Channel counts and magnitudes of a StyleGAN layer: float32 rounding only, no lost accuracy.
     gen = torch.Generator().manual_seed(3)
     x = torch.randn([2, 64, 16, 16], generator=gen)
     w = torch.randn([32, 64, 3, 3], generator=gen) / 24
     want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
     direct_error = relative_error(torch.nn.functional.conv2d(x, w, padding=1).double(), want)
-    error = relative_error(winograd.conv3x3(x, w, m=m).double(), want)
+    error = relative_error(winograd.conv3x3(x, w, m=m, impl=impl).double(), want)
     assert direct_error < error < tolerance
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("m", [2, 4])
-def test_first_and_second_derivatives(m):
+def test_first_and_second_derivatives(impl, m):
     # R1 and the path-length penalty differentiate through the convolution twice.
     gen = torch.Generator().manual_seed(4)
     x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn([3, 2, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: winograd.conv3x3(a, b, m=m), (x, w))
-    assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, m=m), (x, w))
+    assert torch.autograd.gradcheck(lambda a, b: winograd.conv3x3(a, b, m=m, impl=impl), (x, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, m=m, impl=impl), (x, w))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_output_keeps_the_input_layout(layout):
+def test_output_keeps_the_input_layout(impl, layout):
     gen = torch.Generator().manual_seed(5)
     x = torch.randn([2, 6, 12, 12], generator=gen).contiguous(memory_format=layout)
     w = torch.randn([4, 6, 3, 3], generator=gen)
-    got = winograd.conv3x3(x, w)
+    got = winograd.conv3x3(x, w, impl=impl)
     assert got.is_contiguous(memory_format=layout)
     torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1), rtol=0, atol=1e-4)
 
 
 def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monkeypatch):
     calls = []
-    monkeypatch.setattr(winograd, 'conv3x3', lambda x, w: calls.append(x.shape) or torch.zeros(1))
+    monkeypatch.setattr(winograd, 'conv3x3', lambda x, w, **kwargs: calls.append(x.shape) or torch.zeros(1))
     wide = torch.zeros([1, winograd.min_channels, 16, 16])
     narrow = torch.zeros([1, winograd.min_channels // 2, 16, 16])
 
@@ -78,3 +85,27 @@ def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monk
     monkeypatch.setattr(winograd, 'enabled', False)
     conv(wide)
     assert len(calls) == 1
+
+
+def test_compiled_transforms_are_adjoint_pairs():
+    # <T(a), b> == <a, T*(b)> for every transform and its partner, on random tensors (float64): the gradients of
+    # the compiled path rest on this.
+    plugin = winograd._cpu_plugin()
+    mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in winograd._MATRICES[4].items()}
+    bt, g, at = mats['BT'], mats['G'], mats['AT']
+    gen = torch.Generator().manual_seed(6)
+    n, h, w, c = 2, 9, 7, 70  # partial tiles; more channels than one compiled chunk (64)
+    pairs = [
+        (torch.randn([n, h, w, c], dtype=torch.float64, generator=gen),
+         lambda t: plugin.tiles_in(t, bt, 4, 1, 3, 2), lambda t: plugin.tiles_in_adjoint(t, bt.t(), 4, 1, n, h, w)),
+        (torch.randn([36, n * 3 * 2, c], dtype=torch.float64, generator=gen),
+         lambda t: plugin.tiles_out(t, at, n, h, w), lambda t: plugin.tiles_out_adjoint(t, at.t())),
+        (torch.randn([c, 5, 3, 3], dtype=torch.float64, generator=gen),
+         lambda t: plugin.kernel_tiles(t, g), lambda t: plugin.kernel_tiles_adjoint(t, g.t())),
+    ]
+    for a, forward, adjoint in pairs:
+        image = forward(a)
+        b = torch.randn(image.shape, dtype=torch.float64, generator=gen)
+        back = adjoint(b)
+        assert back.shape == a.shape
+        torch.testing.assert_close((image * b).sum(), (a * back).sum(), rtol=1e-12, atol=0)

@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 #include "upfirdn2d.h"
 
@@ -260,7 +261,7 @@ static void upfirdn2d_buffered(const upfirdn2d_params& p, const T* g, const T* g
     }
 }
 
-// Factors g = gy gx^T when g has rank 1 (to rounding); false otherwise.
+// Factors g = gy gx^T when g has rank 1 (to T's rounding); false otherwise.
 template <typename T>
 static bool rank_one_factors(const std::vector<T>& g, int64_t fh, int64_t fw, std::vector<T>& gy, std::vector<T>& gx)
 {
@@ -278,7 +279,7 @@ static bool rank_one_factors(const std::vector<T>& g, int64_t fh, int64_t fw, st
         gy[ky] = g[ky * fw + c0];
     for (int64_t kx = 0; kx < fw; kx++)
         gx[kx] = g[r0 * fw + kx] / pivot;
-    const T tolerance = std::abs(pivot) * T(1e-6);
+    const T tolerance = std::abs(pivot) * 4 * std::numeric_limits<T>::epsilon(); // a rounding of T, no more
     for (int64_t ky = 0; ky < fh; ky++)
         for (int64_t kx = 0; kx < fw; kx++)
             if (std::abs(gy[ky] * gx[kx] - g[ky * fw + kx]) > tolerance)

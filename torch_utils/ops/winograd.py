@@ -13,9 +13,18 @@ path-length penalty need the second derivative).
 
 The tile transforms are exact in real arithmetic; in float32 F(2, 3) agrees with the direct convolution to
 about 1e-6 and F(4, 3) to about 1e-5 of the output's magnitude.
+
+Two implementations: 'ref' spells the transforms out with PyTorch ops (pad, unfold, matrix products,
+permutes); 'cpu' (winograd_cpu.cpp) computes each transform and its adjoint in one pass over NHWC memory,
+reading the padding as zeros and writing only the pixels inside the image. The batched matrix product is
+torch's in both.
 """
 
+import os
+
 import torch
+
+from .. import custom_ops
 
 # ----------------------------------------------------------------------------
 
@@ -55,9 +64,64 @@ def applies(x, w, stride, padding, groups, transposed=False):
     return min(w.shape[0], w.shape[1]) >= min_channels and min(x.shape[2], x.shape[3]) >= min_size
 
 
-def conv3x3(x, w, m=None):
-    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout."""
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cpu_plugin():
+    return custom_ops.get_plugin('winograd_cpu_plugin', sources=['winograd_cpu.cpp'], source_dir=_HERE)
+
+
+def conv3x3(x, w, m=None, impl=None):
+    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout.
+
+    impl: 'ref', 'cpu' or None (the compiled transforms for CPU tensors when they build, else 'ref').
+    """
     m = tile if m is None else m
+    impl = custom_ops.resolve_impl(impl, x, 'winograd', {'cpu': _cpu_plugin}) if x.device.type == 'cpu' else 'ref'
+    if impl == 'cpu':
+        return _compiled(x, w, m)
+    return _reference(x, w, m)
+
+
+def _is_channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _LinearMap(torch.autograd.Function):
+    """y = forward_map(x) for a linear map with a known adjoint. The gradient is adjoint_map(dy), computed by
+    another _LinearMap with the two roles swapped, so autograd differentiates through it to any order."""
+
+    @staticmethod
+    def forward(ctx, x, forward_map, adjoint_map):  # pylint: disable=arguments-differ
+        ctx.maps = (forward_map, adjoint_map)
+        return forward_map(x)
+
+    @staticmethod
+    def backward(ctx, dy):  # pylint: disable=arguments-differ
+        forward_map, adjoint_map = ctx.maps
+        return _LinearMap.apply(dy, adjoint_map, forward_map), None, None
+
+
+def _compiled(x, w, m):
+    """The 'cpu' implementation: compiled tile transforms around torch.bmm, NHWC on the compiled side."""
+    plugin = _cpu_plugin()
+    mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in _MATRICES[m].items()}
+    bt, g, at = mats['BT'], mats['G'], mats['AT']
+    n, _, height, width = x.shape
+    tiles_y, tiles_x = -(-height // m), -(-width // m)
+    v = _LinearMap.apply(x.permute(0, 2, 3, 1),
+                         lambda t: plugin.tiles_in(t, bt, m, 1, tiles_y, tiles_x),
+                         lambda t: plugin.tiles_in_adjoint(t, bt.t(), m, 1, n, height, width))
+    u = _LinearMap.apply(w, lambda t: plugin.kernel_tiles(t, g), lambda t: plugin.kernel_tiles_adjoint(t, g.t()))
+    y = _LinearMap.apply(torch.bmm(v, u),
+                         lambda t: plugin.tiles_out(t, at, n, height, width),
+                         lambda t: plugin.tiles_out_adjoint(t, at.t()))
+    y = y.permute(0, 3, 1, 2)  # NHWC memory
+    return y if _is_channels_last(x) else y.contiguous()
+
+
+def _reference(x, w, m):
+    """The 'ref' implementation: the transforms as PyTorch tensor ops."""
     mats = {key: torch.tensor(value, dtype=x.dtype) for key, value in _MATRICES[m].items()}
     a = m + 2
     n, _, height, width = x.shape
