@@ -63,11 +63,11 @@ def test_output_keeps_the_input_layout(impl, layout):
     torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1), rtol=0, atol=1e-4)
 
 
-def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monkeypatch):
+def test_conv2d_resample_takes_it_for_wide_same_convolutions(monkeypatch):
     calls = []
     monkeypatch.setattr(winograd, 'conv3x3', lambda x, w, **kwargs: calls.append(x.shape) or torch.zeros(1))
-    wide = torch.zeros([1, winograd.min_channels, 16, 16])
-    narrow = torch.zeros([1, winograd.min_channels // 2, 16, 16])
+    wide = torch.zeros([4, winograd.min_channels, 16, 16])  # 4 images of 4 x 4 tiles: winograd.min_tiles
+    narrow = torch.zeros([4, winograd.min_channels // 2, 16, 16])
 
     def conv(x, out_channels=winograd.min_channels, padding=1, trainable=True, dtype=torch.float32):
         w = torch.zeros([out_channels, x.shape[1], 3, 3], dtype=dtype, requires_grad=trainable)
@@ -79,12 +79,18 @@ def test_conv2d_resample_takes_it_for_wide_same_convolutions_under_autograd(monk
     conv(wide, out_channels=8)
     conv(wide, dtype=torch.float64)
     conv(wide, padding=0)  # not 'same'
-    conv(wide, trainable=False)  # inference: oneDNN's forward is as fast
+    conv(wide[:1])  # too few tiles
+    conv(wide, trainable=False)  # inference at this width: oneDNN's direct forward is faster
     with torch.no_grad():
         conv(wide)
+    assert len(calls) == 1
+    inference_wide = torch.zeros([4, winograd.inference_min_channels, 16, 16])
+    conv(inference_wide, out_channels=winograd.inference_min_channels, trainable=False)
+    assert len(calls) == 2
     monkeypatch.setattr(winograd, 'enabled', False)
     conv(wide)
-    assert len(calls) == 1
+    conv(inference_wide, out_channels=winograd.inference_min_channels, trainable=False)
+    assert len(calls) == 2
 
 
 def test_compiled_transforms_are_adjoint_pairs():
