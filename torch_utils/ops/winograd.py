@@ -115,21 +115,21 @@ class _LinearMap(torch.autograd.Function):
 
 
 def _compiled(x, w, m):
-    """The 'cpu' implementation: compiled tile transforms around torch.bmm, reading and writing x's layout."""
+    """The 'cpu' implementation: compiled tile transforms around torch.bmm, NHWC on the compiled side."""
     plugin = _cpu_plugin()
     mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in _MATRICES[m].items()}
     bt, g, at = mats['BT'], mats['G'], mats['AT']
     n, _, height, width = x.shape
     tiles_y, tiles_x = -(-height // m), -(-width // m)
-    nhwc = _is_channels_last(x)
-    v = _LinearMap.apply(x.permute(0, 2, 3, 1),  # [N, H, W, C] view of either layout
+    v = _LinearMap.apply(x.permute(0, 2, 3, 1),
                          lambda t: plugin.tiles_in(t, bt, m, 1, tiles_y, tiles_x),
-                         lambda t: plugin.tiles_in_adjoint(t, bt.t(), m, 1, n, height, width, nhwc))
+                         lambda t: plugin.tiles_in_adjoint(t, bt.t(), m, 1, n, height, width))
     u = _LinearMap.apply(w, lambda t: plugin.kernel_tiles(t, g), lambda t: plugin.kernel_tiles_adjoint(t, g.t()))
     y = _LinearMap.apply(torch.bmm(v, u),
-                         lambda t: plugin.tiles_out(t, at, n, height, width, nhwc),
+                         lambda t: plugin.tiles_out(t, at, n, height, width),
                          lambda t: plugin.tiles_out_adjoint(t, at.t()))
-    return y.permute(0, 3, 1, 2)
+    y = y.permute(0, 3, 1, 2)  # NHWC memory
+    return y if _is_channels_last(x) else y.contiguous()
 
 
 def _reference(x, w, m):

@@ -108,138 +108,54 @@ static void check_input(const torch::Tensor& t, int64_t dims, const char* what)
                 "winograd_cpu: ", what, " must be float32 or float64");
 }
 
-// An image batch indexed [n, y, x, c] through its strides: NHWC memory (c stride 1) or NCHW (c stride H*W),
-// so neither layout needs a converted copy.
-template <typename T>
-struct Images
-{
-    T* data;
-    int64_t n, h, w, channels, sn, sy, sx, sc;
-    explicit Images(const torch::Tensor& t) : data(t.data_ptr<T>()), n(t.size(0)), h(t.size(1)), w(t.size(2)),
-        channels(t.size(3)), sn(t.stride(0)), sy(t.stride(1)), sx(t.stride(2)), sc(t.stride(3)) {}
-    T* at(int64_t img, int64_t y, int64_t x, int64_t c) const { return data + img * sn + y * sy + x * sx + c * sc; }
-    bool inside(int64_t y, int64_t x) const { return y >= 0 && y < h && x >= 0 && x < w; }
-};
-
-enum class Move { load, store, add };
-
-// Moves the rows x cols patch at (y0, x0) of image img, channels c0 + [0, len), between the images and a
-// patch buffer (position-major, kChunk-strided): load reads zeros outside the image; store and add skip
-// pixels outside it.
-template <typename T>
-static void move_patch(const Images<T>& im, int64_t img, int64_t y0, int64_t x0, int64_t rows, int64_t cols,
-                       int64_t c0, int64_t len, T* patch, Move move)
-{
-    if (im.sc == 1) // NHWC: a pixel's channels are one contiguous run
-    {
-        for (int64_t p = 0; p < rows; p++)
-            for (int64_t q = 0; q < cols; q++)
-            {
-                T* buf = patch + (p * cols + q) * kChunk;
-                if (!im.inside(y0 + p, x0 + q))
-                {
-                    if (move == Move::load)
-                        std::fill(buf, buf + len, T(0));
-                    continue;
-                }
-                T* pix = im.at(img, y0 + p, x0 + q, c0);
-                if (move == Move::load)
-                    std::copy_n(pix, len, buf);
-                else if (move == Move::store)
-                    std::copy_n(buf, len, pix);
-                else
-                    add_to(pix, buf, len);
-            }
-        return;
-    }
-    for (int64_t c = 0; c < len; c++) // NCHW: walk each channel plane along its rows
-        for (int64_t p = 0; p < rows; p++)
-            for (int64_t q = 0; q < cols; q++)
-            {
-                T& b = patch[(p * cols + q) * kChunk + c];
-                if (!im.inside(y0 + p, x0 + q))
-                {
-                    if (move == Move::load)
-                        b = T(0);
-                    continue;
-                }
-                T& v = *im.at(img, y0 + p, x0 + q, c0 + c);
-                if (move == Move::load)
-                    b = v;
-                else if (move == Move::store)
-                    v = b;
-                else
-                    v += b;
-            }
-}
-
-// Moves the a*a transformed values of one tile, channels c0 + [0, len), between [a*a, tiles, C] and a patch.
-template <typename T>
-static void move_tile(T* tiles_data, int64_t positions, int64_t tiles, int64_t channels, int64_t tile, int64_t c0,
-                      int64_t len, T* patch, bool load)
-{
-    for (int64_t k = 0; k < positions; k++)
-    {
-        T* t = tiles_data + (k * tiles + tile) * channels + c0;
-        if (load)
-            std::copy_n(t, len, patch + k * kChunk);
-        else
-            std::copy_n(patch + k * kChunk, len, t);
-    }
-}
-
-// An [N, H, W, C] tensor whose memory is NHWC (channels_last) or NCHW.
-static torch::Tensor new_images(int64_t n, int64_t h, int64_t w, int64_t c, bool channels_last, bool zero,
-                                const torch::TensorOptions& options)
-{
-    if (channels_last)
-        return zero ? torch::zeros({n, h, w, c}, options) : torch::empty({n, h, w, c}, options);
-    torch::Tensor t = zero ? torch::zeros({n, c, h, w}, options) : torch::empty({n, c, h, w}, options);
-    return t.permute({0, 2, 3, 1});
-}
-
-// Runs body(tile, c0, len, in, tmp, out) for every tile and channel chunk, tiles split between threads.
-template <typename T, typename Body>
-static void for_tiles(const Tiling& g, Body body)
-{
-    at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
-    {
-        std::vector<T> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
-        for (int64_t tile = begin; tile < end; tile++)
-            for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
-                body(tile, c0, std::min(kChunk, g.channels - c0), in.data(), tmp.data(), out.data());
-    });
-}
-
 //------------------------------------------------------------------------
-// Activations. Image tensors are passed as [N, H, W, C] views of either memory layout.
+// Activations.
 
 // x: [N, H, W, C] -> [a*a, tiles, C].
 static torch::Tensor tiles_in(torch::Tensor x, torch::Tensor bt, int64_t m, int64_t pad, int64_t tiles_y, int64_t tiles_x)
 {
     check_input(x, 4, "x");
+    x = x.contiguous();
     const Tiling g{x.size(0), x.size(1), x.size(2), x.size(3), m, bt.size(0), pad, tiles_y, tiles_x};
     torch::Tensor v = torch::empty({g.a * g.a, g.tiles(), g.channels}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tiles_in", [&]
     {
         const Matrix<scalar_t> L(bt);
-        const Images<scalar_t> im(x);
+        const scalar_t* src = x.data_ptr<scalar_t>();
         scalar_t* dst = v.data_ptr<scalar_t>();
-        for_tiles<scalar_t>(g, [&](int64_t tile, int64_t c0, int64_t len, scalar_t* in, scalar_t* tmp, scalar_t* out)
+        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
         {
-            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-            move_patch(im, img, ty * m - pad, tx * m - pad, g.a, g.a, c0, len, in, Move::load);
-            sandwich(in, L.values.data(), L.rows, L.cols, tmp, out, len);
-            move_tile(dst, g.a * g.a, g.tiles(), g.channels, tile, c0, len, out, false);
+            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+            for (int64_t tile = begin; tile < end; tile++)
+            {
+                const int64_t n = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
+                {
+                    const int64_t len = std::min(kChunk, g.channels - c0);
+                    for (int64_t p = 0; p < g.a; p++)
+                        for (int64_t q = 0; q < g.a; q++)
+                        {
+                            const int64_t y = ty * m + p - pad, xx = tx * m + q - pad;
+                            scalar_t* d = in.data() + (p * g.a + q) * kChunk;
+                            if (y < 0 || y >= g.h || xx < 0 || xx >= g.w)
+                                std::fill(d, d + len, scalar_t(0));
+                            else
+                                std::copy_n(src + ((n * g.h + y) * g.w + xx) * g.channels + c0, len, d);
+                        }
+                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
+                    for (int64_t k = 0; k < g.a * g.a; k++)
+                        std::copy_n(out.data() + k * kChunk, len, dst + (k * g.tiles() + tile) * g.channels + c0);
+                }
+            }
         });
     });
     return v;
 }
 
-// dv: [a*a, tiles, C] -> [N, H, W, C] in the chosen layout; b is B (= (B^T)^T). Tiles overlap by a - m rows,
-// so rows of tiles are processed in two passes (even, then odd): within a pass no two tasks touch one pixel.
+// dv: [a*a, tiles, C] -> [N, H, W, C]; b is B (= (B^T)^T). Tiles overlap by a - m rows, so rows of tiles
+// are processed in two passes (even, then odd): within a pass no two tasks touch the same pixel.
 static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t m, int64_t pad, int64_t n, int64_t h,
-                                      int64_t w, bool channels_last)
+                                      int64_t w)
 {
     check_input(dv, 3, "dv");
     dv = dv.contiguous();
@@ -247,12 +163,12 @@ static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t
     TORCH_CHECK(m >= a - m, "winograd_cpu: tiles may overlap only their neighbours");
     const Tiling g{n, h, w, dv.size(2), m, a, pad, (h + m - 1) / m, (w + m - 1) / m};
     TORCH_CHECK(dv.size(0) == a * a && dv.size(1) == g.tiles(), "winograd_cpu: dv does not match the tiling");
-    torch::Tensor dx = new_images(n, h, w, g.channels, channels_last, true, dv.options());
+    torch::Tensor dx = torch::zeros({n, h, w, g.channels}, dv.options());
     AT_DISPATCH_FLOATING_TYPES(dv.scalar_type(), "tiles_in_adjoint", [&]
     {
         const Matrix<scalar_t> L(b);
-        const Images<scalar_t> im(dx);
-        scalar_t* src = dv.data_ptr<scalar_t>();
+        const scalar_t* src = dv.data_ptr<scalar_t>();
+        scalar_t* dst = dx.data_ptr<scalar_t>();
         for (int64_t parity = 0; parity < 2; parity++)
         {
             const int64_t rows = (g.tiles_y - parity + 1) / 2;
@@ -263,14 +179,25 @@ static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t
                 {
                     const int64_t img = job / rows, ty = 2 * (job % rows) + parity;
                     for (int64_t tx = 0; tx < g.tiles_x; tx++)
+                    {
+                        const int64_t tile = (img * g.tiles_y + ty) * g.tiles_x + tx;
                         for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
                         {
                             const int64_t len = std::min(kChunk, g.channels - c0);
-                            const int64_t tile = (img * g.tiles_y + ty) * g.tiles_x + tx;
-                            move_tile(src, a * a, g.tiles(), g.channels, tile, c0, len, in.data(), true);
+                            for (int64_t k = 0; k < a * a; k++)
+                                std::copy_n(src + (k * g.tiles() + tile) * g.channels + c0, len, in.data() + k * kChunk);
                             sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                            move_patch(im, img, ty * m - pad, tx * m - pad, a, a, c0, len, out.data(), Move::add);
+                            for (int64_t p = 0; p < a; p++)
+                                for (int64_t q = 0; q < a; q++)
+                                {
+                                    const int64_t y = ty * m + p - pad, xx = tx * m + q - pad;
+                                    if (y < 0 || y >= h || xx < 0 || xx >= w)
+                                        continue;
+                                    add_to(dst + ((img * h + y) * w + xx) * g.channels + c0,
+                                           out.data() + (p * a + q) * kChunk, len);
+                                }
                         }
+                    }
                 }
             });
         }
@@ -278,49 +205,83 @@ static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t
     return dx;
 }
 
-// prod: [a*a, tiles, C] -> [N, H, W, C] in the chosen layout (the m x m blocks, cropped to H x W); at is A^T.
-static torch::Tensor tiles_out(torch::Tensor prod, torch::Tensor at, int64_t n, int64_t h, int64_t w, bool channels_last)
+// prod: [a*a, tiles, C] -> [N, H, W, C] (the m x m blocks, cropped to H x W); at is A^T [m, a].
+static torch::Tensor tiles_out(torch::Tensor prod, torch::Tensor at, int64_t n, int64_t h, int64_t w)
 {
     check_input(prod, 3, "prod");
     prod = prod.contiguous();
     const int64_t m = at.size(0), a = at.size(1);
     const Tiling g{n, h, w, prod.size(2), m, a, 0, (h + m - 1) / m, (w + m - 1) / m};
     TORCH_CHECK(prod.size(0) == a * a && prod.size(1) == g.tiles(), "winograd_cpu: prod does not match the tiling");
-    torch::Tensor y = new_images(n, h, w, g.channels, channels_last, false, prod.options());
+    torch::Tensor y = torch::empty({n, h, w, g.channels}, prod.options());
     AT_DISPATCH_FLOATING_TYPES(prod.scalar_type(), "tiles_out", [&]
     {
         const Matrix<scalar_t> L(at);
-        const Images<scalar_t> im(y);
-        scalar_t* src = prod.data_ptr<scalar_t>();
-        for_tiles<scalar_t>(g, [&](int64_t tile, int64_t c0, int64_t len, scalar_t* in, scalar_t* tmp, scalar_t* out)
+        const scalar_t* src = prod.data_ptr<scalar_t>();
+        scalar_t* dst = y.data_ptr<scalar_t>();
+        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
         {
-            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-            move_tile(src, a * a, g.tiles(), g.channels, tile, c0, len, in, true);
-            sandwich(in, L.values.data(), L.rows, L.cols, tmp, out, len);
-            move_patch(im, img, ty * m, tx * m, m, m, c0, len, out, Move::store);
+            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+            for (int64_t tile = begin; tile < end; tile++)
+            {
+                const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
+                {
+                    const int64_t len = std::min(kChunk, g.channels - c0);
+                    for (int64_t k = 0; k < a * a; k++)
+                        std::copy_n(src + (k * g.tiles() + tile) * g.channels + c0, len, in.data() + k * kChunk);
+                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
+                    for (int64_t r = 0; r < m; r++)
+                        for (int64_t s = 0; s < m; s++)
+                        {
+                            const int64_t yy = ty * m + r, xx = tx * m + s;
+                            if (yy < h && xx < w)
+                                std::copy_n(out.data() + (r * m + s) * kChunk, len, dst + ((img * h + yy) * w + xx) * g.channels + c0);
+                        }
+                }
+            }
         });
     });
     return y;
 }
 
-// dy: [N, H, W, C] (either layout) -> [a*a, tiles, C]; a_mat is A; pixels past the image's edge count as zero.
+// dy: [N, H, W, C] -> [a*a, tiles, C]; a_mat is A [a, m]; pixels past the image's edge count as zero.
 static torch::Tensor tiles_out_adjoint(torch::Tensor dy, torch::Tensor a_mat)
 {
     check_input(dy, 4, "dy");
+    dy = dy.contiguous();
     const int64_t a = a_mat.size(0), m = a_mat.size(1);
     const Tiling g{dy.size(0), dy.size(1), dy.size(2), dy.size(3), m, a, 0, (dy.size(1) + m - 1) / m, (dy.size(2) + m - 1) / m};
     torch::Tensor dprod = torch::empty({a * a, g.tiles(), g.channels}, dy.options());
     AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "tiles_out_adjoint", [&]
     {
         const Matrix<scalar_t> L(a_mat);
-        const Images<scalar_t> im(dy);
+        const scalar_t* src = dy.data_ptr<scalar_t>();
         scalar_t* dst = dprod.data_ptr<scalar_t>();
-        for_tiles<scalar_t>(g, [&](int64_t tile, int64_t c0, int64_t len, scalar_t* in, scalar_t* tmp, scalar_t* out)
+        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
         {
-            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-            move_patch(im, img, ty * m, tx * m, m, m, c0, len, in, Move::load);
-            sandwich(in, L.values.data(), L.rows, L.cols, tmp, out, len);
-            move_tile(dst, a * a, g.tiles(), g.channels, tile, c0, len, out, false);
+            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+            for (int64_t tile = begin; tile < end; tile++)
+            {
+                const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
+                {
+                    const int64_t len = std::min(kChunk, g.channels - c0);
+                    for (int64_t r = 0; r < m; r++)
+                        for (int64_t s = 0; s < m; s++)
+                        {
+                            const int64_t yy = ty * m + r, xx = tx * m + s;
+                            scalar_t* d = in.data() + (r * m + s) * kChunk;
+                            if (yy < g.h && xx < g.w)
+                                std::copy_n(src + ((img * g.h + yy) * g.w + xx) * g.channels + c0, len, d);
+                            else
+                                std::fill(d, d + len, scalar_t(0));
+                        }
+                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
+                    for (int64_t k = 0; k < a * a; k++)
+                        std::copy_n(out.data() + k * kChunk, len, dst + (k * g.tiles() + tile) * g.channels + c0);
+                }
+            }
         });
     });
     return dprod;
