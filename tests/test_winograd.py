@@ -43,11 +43,14 @@ def test_float32_error_is_small(impl, m, tolerance):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("m", [2, 4])
-def test_first_and_second_derivatives(impl, m):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_first_and_second_derivatives(impl, m, layout):
     # R1 and the path-length penalty differentiate through the convolution twice.
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=gen, requires_grad=True)
-    w = torch.randn([3, 2, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=gen).contiguous(memory_format=layout)
+    w = torch.randn([3, 2, 3, 3], dtype=torch.float64, generator=gen)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: winograd.conv3x3(a, b, m=m, impl=impl), (x, w))
     assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, m=m, impl=impl), (x, w))
 
