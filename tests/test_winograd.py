@@ -96,25 +96,55 @@ def test_conv2d_resample_takes_it_for_wide_same_convolutions(monkeypatch):
     assert len(calls) == 2
 
 
-def test_compiled_transforms_are_adjoint_pairs():
+@pytest.mark.parametrize("bounds", [[0, 36], [0, 5, 17, 36]])  # one group; groups of unequal size
+def test_compiled_transforms_are_adjoint_pairs(bounds):
     # <T(a), b> == <a, T*(b)> for every transform and its partner, on random tensors (float64): the gradients of
-    # the compiled path rest on this.
+    # the compiled path rest on this. The transformed side comes as a list of groups of tile positions.
     plugin = winograd._cpu_plugin()
     mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in winograd._MATRICES[4].items()}
     bt, g, at = mats['BT'], mats['G'], mats['AT']
     gen = torch.Generator().manual_seed(6)
     n, h, w, c = 2, 9, 7, 70  # partial tiles; more channels than one compiled chunk (64)
+
+    def groups(rows, cols):
+        return [torch.randn([k1 - k0, rows, cols], dtype=torch.float64, generator=gen) for k0, k1 in zip(bounds, bounds[1:])]
+
     pairs = [
         (torch.randn([n, h, w, c], dtype=torch.float64, generator=gen),
-         lambda t: plugin.tiles_in(t, bt, 4, 1, 3, 2), lambda t: plugin.tiles_in_adjoint(t, bt.t(), 4, 1, n, h, w)),
-        (torch.randn([36, n * 3 * 2, c], dtype=torch.float64, generator=gen),
-         lambda t: plugin.tiles_out(t, at, n, h, w), lambda t: plugin.tiles_out_adjoint(t, at.t())),
+         lambda t: plugin.tiles_in(t, bt, 4, 1, 3, 2, bounds), lambda t: plugin.tiles_in_adjoint(t, bt.t(), 4, 1, n, h, w)),
+        (groups(n * 3 * 2, c),
+         lambda t: plugin.tiles_out(t, at, n, h, w), lambda t: plugin.tiles_out_adjoint(t, at.t(), bounds)),
         (torch.randn([c, 5, 3, 3], dtype=torch.float64, generator=gen),
-         lambda t: plugin.kernel_tiles(t, g), lambda t: plugin.kernel_tiles_adjoint(t, g.t())),
+         lambda t: plugin.kernel_tiles(t, g, bounds), lambda t: plugin.kernel_tiles_adjoint(t, g.t())),
     ]
+    dot = lambda p, q: sum((u * v).sum() for u, v in zip(p, q)) if isinstance(p, list) else (p * q).sum()  # noqa: E731
     for a, forward, adjoint in pairs:
         image = forward(a)
-        b = torch.randn(image.shape, dtype=torch.float64, generator=gen)
+        b = ([torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in image] if isinstance(image, list)
+             else torch.randn(image.shape, dtype=torch.float64, generator=gen))
         back = adjoint(b)
-        assert back.shape == a.shape
-        torch.testing.assert_close((image * b).sum(), (a * back).sum(), rtol=1e-12, atol=0)
+        if isinstance(a, list):
+            assert [t.shape for t in back] == [t.shape for t in a]
+        else:
+            assert back.shape == a.shape
+        torch.testing.assert_close(dot(image, b), dot(a, back), rtol=1e-12, atol=0)
+
+
+def test_groups_of_positions_stay_small(monkeypatch):
+    # The compiled path splits the transformed side so that no tensor exceeds max_group_bytes; the result is
+    # the same however it is split.
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn([2, 6, 12, 12], dtype=torch.float64, generator=gen)
+    w = torch.randn([5, 6, 3, 3], dtype=torch.float64, generator=gen)
+    want = torch.nn.functional.conv2d(x, w, padding=1)
+    for limit in [1 << 30, 3 * 18 * 6 * 8, 1]:  # one group; about a dozen; one position per group
+        monkeypatch.setattr(winograd, 'max_group_bytes', limit)
+        bounds = winograd._position_groups(36, [18, 6], 6, 8)
+        assert bounds[0] == 0 and bounds[-1] == 36 and all(k0 < k1 for k0, k1 in zip(bounds, bounds[1:]))
+        assert max(k1 - k0 for k0, k1 in zip(bounds, bounds[1:])) * 18 * 6 * 8 <= max(limit, 18 * 6 * 8)
+        torch.testing.assert_close(winograd.conv3x3(x, w, impl='cpu'), want, rtol=1e-11, atol=1e-11)
+    # Several groups under autograd, to the second order.
+    xs = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=gen, requires_grad=True)
+    ws = torch.randn([3, 2, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: winograd.conv3x3(a, b, impl='cpu'), (xs, ws))
+    assert torch.autograd.gradgradcheck(lambda a, b: winograd.conv3x3(a, b, impl='cpu'), (xs, ws))

@@ -100,18 +100,31 @@ def _is_channels_last(x):
 
 
 class _LinearMap(torch.autograd.Function):
-    """y = forward_map(x) for a linear map with a known adjoint. The gradient is adjoint_map(dy), computed by
-    another _LinearMap with the two roles swapped, so autograd differentiates through it to any order."""
+    """outputs = forward_map(*inputs) for a linear map with a known adjoint (tensors or tuples of tensors on
+    either side). The gradient is adjoint_map(*grads), computed by another _LinearMap with the two roles
+    swapped, so autograd differentiates through it to any order."""
 
     @staticmethod
-    def forward(ctx, x, forward_map, adjoint_map):  # pylint: disable=arguments-differ
+    def forward(ctx, forward_map, adjoint_map, *inputs):  # pylint: disable=arguments-differ
         ctx.maps = (forward_map, adjoint_map)
-        return forward_map(x)
+        return forward_map(*inputs)
 
     @staticmethod
-    def backward(ctx, dy):  # pylint: disable=arguments-differ
+    def backward(ctx, *grads):  # pylint: disable=arguments-differ
         forward_map, adjoint_map = ctx.maps
-        return _LinearMap.apply(dy, adjoint_map, forward_map), None, None
+        result = _LinearMap.apply(adjoint_map, forward_map, *grads)
+        return (None, None) + (tuple(result) if isinstance(result, (tuple, list)) else (result,))
+
+
+max_group_bytes = 24 << 20  # the transformed side is split into tensors no larger than this (see winograd_cpu.cpp)
+
+
+def _position_groups(positions, row_counts, columns, itemsize):
+    """Bounds 0 = k0 < k1 < ... = positions of consecutive tile positions whose [positions, rows, columns]
+    tensors (for every row count given) stay below max_group_bytes."""
+    per_position = max(row_counts) * columns * itemsize
+    count = min(positions, max(1, -(-positions * per_position // max_group_bytes)))
+    return [round(i * positions / count) for i in range(count + 1)]
 
 
 def _compiled(x, w, m):
@@ -119,15 +132,20 @@ def _compiled(x, w, m):
     plugin = _cpu_plugin()
     mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in _MATRICES[m].items()}
     bt, g, at = mats['BT'], mats['G'], mats['AT']
-    n, _, height, width = x.shape
+    n, in_channels, height, width = x.shape
+    out_channels = w.shape[0]
     tiles_y, tiles_x = -(-height // m), -(-width // m)
-    v = _LinearMap.apply(x.permute(0, 2, 3, 1),
-                         lambda t: plugin.tiles_in(t, bt, m, 1, tiles_y, tiles_x),
-                         lambda t: plugin.tiles_in_adjoint(t, bt.t(), m, 1, n, height, width))
-    u = _LinearMap.apply(w, lambda t: plugin.kernel_tiles(t, g), lambda t: plugin.kernel_tiles_adjoint(t, g.t()))
-    y = _LinearMap.apply(torch.bmm(v, u),
-                         lambda t: plugin.tiles_out(t, at, n, height, width),
-                         lambda t: plugin.tiles_out_adjoint(t, at.t()))
+    tiles = n * tiles_y * tiles_x
+    bounds = _position_groups((m + 2) ** 2, [tiles, in_channels], max(in_channels, out_channels), x.element_size())
+
+    v = _LinearMap.apply(lambda t: tuple(plugin.tiles_in(t, bt, m, 1, tiles_y, tiles_x, bounds)),
+                         lambda *ts: plugin.tiles_in_adjoint(list(ts), bt.t(), m, 1, n, height, width),
+                         x.permute(0, 2, 3, 1))
+    u = _LinearMap.apply(lambda t: tuple(plugin.kernel_tiles(t, g, bounds)),
+                         lambda *ts: plugin.kernel_tiles_adjoint(list(ts), g.t()), w)
+    prod = [torch.bmm(vg, ug) for vg, ug in zip(v, u)]  # per position: [tiles, in] @ [in, out]
+    y = _LinearMap.apply(lambda *ts: plugin.tiles_out(list(ts), at, n, height, width),
+                         lambda t: tuple(plugin.tiles_out_adjoint(t, at.t(), bounds)), *prod)
     y = y.permute(0, 3, 1, 2)  # NHWC memory
     return y if _is_channels_last(x) else y.contiguous()
 

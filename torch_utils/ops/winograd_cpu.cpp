@@ -2,22 +2,27 @@
 //
 // Every transform maps a small square patch to another by the same matrix L on both axes,
 //     out[i][j] = sum_{p, q} L[i][p] L[j][q] in[p][q],
-// applied to a whole run of channels at once (channels are the innermost, contiguous axis everywhere here):
-//   tiles_in           NHWC activations -> [a*a, tiles, C], L = B^T, tile (ty, tx) reads rows ty*m - pad + [0, a)
-//   tiles_in_adjoint   the reverse scatter-add (overlapping tiles), L = B
-//   tiles_out          [a*a, tiles, C] -> NHWC, L = A^T, cropped to the image
-//   tiles_out_adjoint  NHWC -> [a*a, tiles, C], L = A
-//   kernel_tiles       [O, I, 3, 3] -> [a*a, I, O], L = G;   kernel_tiles_adjoint: back, L = G^T
+// applied to a run of channels at once (channels are the innermost, contiguous axis everywhere here):
+//   tiles_in           NHWC activations -> transformed tiles, L = B^T; tile (ty, tx) reads rows ty*m - pad + [0, a)
+//   tiles_in_adjoint   the reverse scatter-add (neighbouring tiles overlap), L = B
+//   tiles_out          transformed tiles -> NHWC activations, L = A^T, cropped to the image
+//   tiles_out_adjoint  NHWC -> transformed tiles, L = A
+//   kernel_tiles       [O, I, 3, 3] -> transformed kernels [., I, O], L = G;  kernel_tiles_adjoint: back, L = G^T
 // Each pair is adjoint, so winograd.py differentiates any of them by calling its partner (to any order).
 // Reading the padding as zeros and writing only the pixels inside the image replaces the pad, unfold,
-// permute and crop copies that the pure PyTorch formulation needs.
+// permute and crop copies of the pure PyTorch formulation.
+//
+// The transformed side is a list of tensors, one per group of consecutive tile positions ([k1 - k0, tiles, C]
+// for positions k0 .. k1 - 1 of the a*a), so that no single tensor is large: glibc hands out blocks above
+// 32 MiB as fresh mappings, and touching a fresh mapping costs more than the transform itself.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <vector>
 
-static constexpr int64_t kChunk = 64; // channels per pass: one patch of a chunk stays in the L1 cache
+static constexpr int64_t kChunk = 64;            // channels per pass: one patch of a chunk stays in the L1 cache
+static constexpr int64_t kScratch = 64 * kChunk;  // a patch of up to 8 x 8 positions
 
 //------------------------------------------------------------------------
 
@@ -87,18 +92,15 @@ struct Matrix
         for (int64_t k = 0; k < d.numel(); k++)
             values.push_back((T)d.data_ptr<double>()[k]);
     }
+    void apply(const T* in, T* tmp, T* out, int64_t n) const { sandwich(in, values.data(), rows, cols, tmp, out, n); }
 };
 
-struct Scratch
+// Per-thread patch buffers: input, intermediate, output.
+template <typename T>
+struct Patches
 {
-    static constexpr int64_t size = 64 * kChunk;
-};
-
-// Image geometry shared by the four activation transforms.
-struct Tiling
-{
-    int64_t n, h, w, channels, m, a, pad, tiles_y, tiles_x;
-    int64_t tiles() const { return n * tiles_y * tiles_x; }
+    std::vector<T> in, tmp, out;
+    Patches() : in(kScratch), tmp(kScratch), out(kScratch) {}
 };
 
 static void check_input(const torch::Tensor& t, int64_t dims, const char* what)
@@ -109,95 +111,171 @@ static void check_input(const torch::Tensor& t, int64_t dims, const char* what)
 }
 
 //------------------------------------------------------------------------
-// Activations.
+// The transformed side: a*a positions split into groups, each a contiguous [positions, rows, C] tensor.
 
-// x: [N, H, W, C] -> [a*a, tiles, C].
-static torch::Tensor tiles_in(torch::Tensor x, torch::Tensor bt, int64_t m, int64_t pad, int64_t tiles_y, int64_t tiles_x)
+// New group tensors [k1 - k0, rows, cols] for consecutive bounds k0 < k1 (bounds: 0, ..., positions).
+static std::vector<torch::Tensor> new_groups(const std::vector<int64_t>& bounds, int64_t positions, int64_t rows,
+                                             int64_t cols, const torch::TensorOptions& options)
+{
+    TORCH_CHECK(bounds.size() >= 2 && bounds.front() == 0 && bounds.back() == positions,
+                "winograd_cpu: group bounds must run from 0 to the number of tile positions");
+    std::vector<torch::Tensor> groups;
+    for (size_t g = 0; g + 1 < bounds.size(); g++)
+    {
+        TORCH_CHECK(bounds[g] < bounds[g + 1], "winograd_cpu: group bounds must increase");
+        groups.push_back(torch::empty({bounds[g + 1] - bounds[g], rows, cols}, options));
+    }
+    return groups;
+}
+
+// Where each position's [rows, C] plane lives, whatever group holds it.
+template <typename T>
+struct Positions
+{
+    std::vector<T*> plane;
+    int64_t rows, cols;
+    Positions(std::vector<torch::Tensor>& groups, int64_t positions)
+    {
+        for (auto& g : groups)
+        {
+            check_input(g, 3, "a group of transformed tiles");
+            g = g.contiguous();
+            for (int64_t k = 0; k < g.size(0); k++)
+                plane.push_back(g.data_ptr<T>() + k * g.size(1) * g.size(2));
+        }
+        TORCH_CHECK((int64_t)plane.size() == positions, "winograd_cpu: the groups hold ", plane.size(),
+                    " tile positions, expected ", positions);
+        rows = groups[0].size(1);
+        cols = groups[0].size(2);
+        for (auto& g : groups)
+            TORCH_CHECK(g.size(1) == rows && g.size(2) == cols && g.scalar_type() == groups[0].scalar_type(),
+                        "winograd_cpu: the groups differ in shape or dtype");
+    }
+    // Copies row `row`, columns c0 + [0, len) of every position to (load) or from a patch.
+    void move(int64_t row, int64_t c0, int64_t len, T* patch, bool load) const
+    {
+        for (size_t k = 0; k < plane.size(); k++)
+        {
+            T* t = plane[k] + row * cols + c0;
+            if (load)
+                std::copy_n(t, len, patch + k * kChunk);
+            else
+                std::copy_n(patch + k * kChunk, len, t);
+        }
+    }
+};
+
+//------------------------------------------------------------------------
+// Activations: NHWC images [N, H, W, C]; tiles numbered (image, ty, tx) row-major.
+
+struct Tiling
+{
+    int64_t n, h, w, m, pad, tiles_y, tiles_x;
+    int64_t tiles() const { return n * tiles_y * tiles_x; }
+};
+
+// Copies the rows x cols patch at (y0, x0) of image img, channels c0 + [0, len), between an NHWC image and a
+// patch: load reads zeros outside the image, store and add leave pixels outside it alone.
+enum class Move { load, store, add };
+
+template <typename T>
+static void move_patch(T* image, const Tiling& g, int64_t channels, int64_t img, int64_t y0, int64_t x0,
+                       int64_t rows, int64_t cols, int64_t c0, int64_t len, T* patch, Move move)
+{
+    for (int64_t p = 0; p < rows; p++)
+        for (int64_t q = 0; q < cols; q++)
+        {
+            T* buf = patch + (p * cols + q) * kChunk;
+            const int64_t y = y0 + p, x = x0 + q;
+            if (y < 0 || y >= g.h || x < 0 || x >= g.w)
+            {
+                if (move == Move::load)
+                    std::fill(buf, buf + len, T(0));
+                continue;
+            }
+            T* pix = image + ((img * g.h + y) * g.w + x) * channels + c0;
+            if (move == Move::load)
+                std::copy_n(pix, len, buf);
+            else if (move == Move::store)
+                std::copy_n(buf, len, pix);
+            else
+                add_to(pix, buf, len);
+        }
+}
+
+// Runs body(tile, c0, len, patches) for every tile and channel chunk, the tiles split between threads.
+template <typename T, typename Body>
+static void for_tiles(const Tiling& g, int64_t channels, Body body)
+{
+    at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
+    {
+        Patches<T> buf;
+        for (int64_t tile = begin; tile < end; tile++)
+            for (int64_t c0 = 0; c0 < channels; c0 += kChunk)
+                body(tile, c0, std::min(kChunk, channels - c0), buf);
+    });
+}
+
+// x: [N, H, W, C] -> groups of [positions, tiles, C].
+static std::vector<torch::Tensor> tiles_in(torch::Tensor x, torch::Tensor bt, int64_t m, int64_t pad,
+                                           int64_t tiles_y, int64_t tiles_x, std::vector<int64_t> bounds)
 {
     check_input(x, 4, "x");
     x = x.contiguous();
-    const Tiling g{x.size(0), x.size(1), x.size(2), x.size(3), m, bt.size(0), pad, tiles_y, tiles_x};
-    torch::Tensor v = torch::empty({g.a * g.a, g.tiles(), g.channels}, x.options());
+    const int64_t a = bt.size(0), channels = x.size(3);
+    const Tiling g{x.size(0), x.size(1), x.size(2), m, pad, tiles_y, tiles_x};
+    std::vector<torch::Tensor> v = new_groups(bounds, a * a, g.tiles(), channels, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tiles_in", [&]
     {
         const Matrix<scalar_t> L(bt);
-        const scalar_t* src = x.data_ptr<scalar_t>();
-        scalar_t* dst = v.data_ptr<scalar_t>();
-        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
+        const Positions<scalar_t> dst(v, a * a);
+        scalar_t* src = x.data_ptr<scalar_t>();
+        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
-            for (int64_t tile = begin; tile < end; tile++)
-            {
-                const int64_t n = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
-                {
-                    const int64_t len = std::min(kChunk, g.channels - c0);
-                    for (int64_t p = 0; p < g.a; p++)
-                        for (int64_t q = 0; q < g.a; q++)
-                        {
-                            const int64_t y = ty * m + p - pad, xx = tx * m + q - pad;
-                            scalar_t* d = in.data() + (p * g.a + q) * kChunk;
-                            if (y < 0 || y >= g.h || xx < 0 || xx >= g.w)
-                                std::fill(d, d + len, scalar_t(0));
-                            else
-                                std::copy_n(src + ((n * g.h + y) * g.w + xx) * g.channels + c0, len, d);
-                        }
-                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                    for (int64_t k = 0; k < g.a * g.a; k++)
-                        std::copy_n(out.data() + k * kChunk, len, dst + (k * g.tiles() + tile) * g.channels + c0);
-                }
-            }
+            const int64_t img = tile / (tiles_y * tiles_x), ty = (tile / tiles_x) % tiles_y, tx = tile % tiles_x;
+            move_patch(src, g, channels, img, ty * m - pad, tx * m - pad, a, a, c0, len, buf.in.data(), Move::load);
+            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+            dst.move(tile, c0, len, buf.out.data(), false);
         });
     });
     return v;
 }
 
-// dv: [a*a, tiles, C] -> [N, H, W, C]; b is B (= (B^T)^T). Tiles overlap by a - m rows, so rows of tiles
-// are processed in two passes (even, then odd): within a pass no two tasks touch the same pixel.
-static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t m, int64_t pad, int64_t n, int64_t h,
-                                      int64_t w)
+// dv groups -> [N, H, W, C]; b is B (= (B^T)^T). Tiles overlap their neighbours by a - m rows, so rows of
+// tiles go in two passes (even, then odd): within a pass no two tasks touch the same pixel.
+static torch::Tensor tiles_in_adjoint(std::vector<torch::Tensor> dv, torch::Tensor b, int64_t m, int64_t pad,
+                                      int64_t n, int64_t h, int64_t w)
 {
-    check_input(dv, 3, "dv");
-    dv = dv.contiguous();
     const int64_t a = b.size(0);
     TORCH_CHECK(m >= a - m, "winograd_cpu: tiles may overlap only their neighbours");
-    const Tiling g{n, h, w, dv.size(2), m, a, pad, (h + m - 1) / m, (w + m - 1) / m};
-    TORCH_CHECK(dv.size(0) == a * a && dv.size(1) == g.tiles(), "winograd_cpu: dv does not match the tiling");
-    torch::Tensor dx = torch::zeros({n, h, w, g.channels}, dv.options());
-    AT_DISPATCH_FLOATING_TYPES(dv.scalar_type(), "tiles_in_adjoint", [&]
+    const Tiling g{n, h, w, m, pad, (h + m - 1) / m, (w + m - 1) / m};
+    torch::Tensor dx;
+    AT_DISPATCH_FLOATING_TYPES(dv.at(0).scalar_type(), "tiles_in_adjoint", [&]
     {
+        const Positions<scalar_t> src(dv, a * a);
+        TORCH_CHECK(src.rows == g.tiles(), "winograd_cpu: dv does not match the tiling");
+        const int64_t channels = src.cols;
+        dx = torch::zeros({n, h, w, channels}, dv[0].options());
         const Matrix<scalar_t> L(b);
-        const scalar_t* src = dv.data_ptr<scalar_t>();
         scalar_t* dst = dx.data_ptr<scalar_t>();
         for (int64_t parity = 0; parity < 2; parity++)
         {
             const int64_t rows = (g.tiles_y - parity + 1) / 2;
             at::parallel_for(0, n * rows, 1, [&](int64_t begin, int64_t end)
             {
-                std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+                Patches<scalar_t> buf;
                 for (int64_t job = begin; job < end; job++)
                 {
                     const int64_t img = job / rows, ty = 2 * (job % rows) + parity;
                     for (int64_t tx = 0; tx < g.tiles_x; tx++)
-                    {
-                        const int64_t tile = (img * g.tiles_y + ty) * g.tiles_x + tx;
-                        for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
+                        for (int64_t c0 = 0; c0 < channels; c0 += kChunk)
                         {
-                            const int64_t len = std::min(kChunk, g.channels - c0);
-                            for (int64_t k = 0; k < a * a; k++)
-                                std::copy_n(src + (k * g.tiles() + tile) * g.channels + c0, len, in.data() + k * kChunk);
-                            sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                            for (int64_t p = 0; p < a; p++)
-                                for (int64_t q = 0; q < a; q++)
-                                {
-                                    const int64_t y = ty * m + p - pad, xx = tx * m + q - pad;
-                                    if (y < 0 || y >= h || xx < 0 || xx >= w)
-                                        continue;
-                                    add_to(dst + ((img * h + y) * w + xx) * g.channels + c0,
-                                           out.data() + (p * a + q) * kChunk, len);
-                                }
+                            const int64_t len = std::min(kChunk, channels - c0);
+                            src.move((img * g.tiles_y + ty) * g.tiles_x + tx, c0, len, buf.in.data(), true);
+                            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+                            move_patch(dst, g, channels, img, ty * m - pad, tx * m - pad, a, a, c0, len, buf.out.data(),
+                                       Move::add);
                         }
-                    }
                 }
             });
         }
@@ -205,161 +283,125 @@ static torch::Tensor tiles_in_adjoint(torch::Tensor dv, torch::Tensor b, int64_t
     return dx;
 }
 
-// prod: [a*a, tiles, C] -> [N, H, W, C] (the m x m blocks, cropped to H x W); at is A^T [m, a].
-static torch::Tensor tiles_out(torch::Tensor prod, torch::Tensor at, int64_t n, int64_t h, int64_t w)
+// prod groups -> [N, H, W, C] (the m x m blocks, cropped to H x W); at is A^T [m, a].
+static torch::Tensor tiles_out(std::vector<torch::Tensor> prod, torch::Tensor at, int64_t n, int64_t h, int64_t w)
 {
-    check_input(prod, 3, "prod");
-    prod = prod.contiguous();
     const int64_t m = at.size(0), a = at.size(1);
-    const Tiling g{n, h, w, prod.size(2), m, a, 0, (h + m - 1) / m, (w + m - 1) / m};
-    TORCH_CHECK(prod.size(0) == a * a && prod.size(1) == g.tiles(), "winograd_cpu: prod does not match the tiling");
-    torch::Tensor y = torch::empty({n, h, w, g.channels}, prod.options());
-    AT_DISPATCH_FLOATING_TYPES(prod.scalar_type(), "tiles_out", [&]
+    const Tiling g{n, h, w, m, 0, (h + m - 1) / m, (w + m - 1) / m};
+    torch::Tensor y;
+    AT_DISPATCH_FLOATING_TYPES(prod.at(0).scalar_type(), "tiles_out", [&]
     {
+        const Positions<scalar_t> src(prod, a * a);
+        TORCH_CHECK(src.rows == g.tiles(), "winograd_cpu: prod does not match the tiling");
+        const int64_t channels = src.cols;
+        y = torch::empty({n, h, w, channels}, prod[0].options());
         const Matrix<scalar_t> L(at);
-        const scalar_t* src = prod.data_ptr<scalar_t>();
         scalar_t* dst = y.data_ptr<scalar_t>();
-        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
+        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
-            for (int64_t tile = begin; tile < end; tile++)
-            {
-                const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
-                {
-                    const int64_t len = std::min(kChunk, g.channels - c0);
-                    for (int64_t k = 0; k < a * a; k++)
-                        std::copy_n(src + (k * g.tiles() + tile) * g.channels + c0, len, in.data() + k * kChunk);
-                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                    for (int64_t r = 0; r < m; r++)
-                        for (int64_t s = 0; s < m; s++)
-                        {
-                            const int64_t yy = ty * m + r, xx = tx * m + s;
-                            if (yy < h && xx < w)
-                                std::copy_n(out.data() + (r * m + s) * kChunk, len, dst + ((img * h + yy) * w + xx) * g.channels + c0);
-                        }
-                }
-            }
+            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+            src.move(tile, c0, len, buf.in.data(), true);
+            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+            move_patch(dst, g, channels, img, ty * m, tx * m, m, m, c0, len, buf.out.data(), Move::store);
         });
     });
     return y;
 }
 
-// dy: [N, H, W, C] -> [a*a, tiles, C]; a_mat is A [a, m]; pixels past the image's edge count as zero.
-static torch::Tensor tiles_out_adjoint(torch::Tensor dy, torch::Tensor a_mat)
+// dy: [N, H, W, C] -> groups of [positions, tiles, C]; a_mat is A [a, m]; pixels past the edge count as zero.
+static std::vector<torch::Tensor> tiles_out_adjoint(torch::Tensor dy, torch::Tensor a_mat, std::vector<int64_t> bounds)
 {
     check_input(dy, 4, "dy");
     dy = dy.contiguous();
-    const int64_t a = a_mat.size(0), m = a_mat.size(1);
-    const Tiling g{dy.size(0), dy.size(1), dy.size(2), dy.size(3), m, a, 0, (dy.size(1) + m - 1) / m, (dy.size(2) + m - 1) / m};
-    torch::Tensor dprod = torch::empty({a * a, g.tiles(), g.channels}, dy.options());
+    const int64_t a = a_mat.size(0), m = a_mat.size(1), channels = dy.size(3);
+    const Tiling g{dy.size(0), dy.size(1), dy.size(2), m, 0, (dy.size(1) + m - 1) / m, (dy.size(2) + m - 1) / m};
+    std::vector<torch::Tensor> dprod = new_groups(bounds, a * a, g.tiles(), channels, dy.options());
     AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "tiles_out_adjoint", [&]
     {
         const Matrix<scalar_t> L(a_mat);
-        const scalar_t* src = dy.data_ptr<scalar_t>();
-        scalar_t* dst = dprod.data_ptr<scalar_t>();
-        at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end)
+        const Positions<scalar_t> dst(dprod, a * a);
+        scalar_t* src = dy.data_ptr<scalar_t>();
+        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
-            for (int64_t tile = begin; tile < end; tile++)
-            {
-                const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-                for (int64_t c0 = 0; c0 < g.channels; c0 += kChunk)
-                {
-                    const int64_t len = std::min(kChunk, g.channels - c0);
-                    for (int64_t r = 0; r < m; r++)
-                        for (int64_t s = 0; s < m; s++)
-                        {
-                            const int64_t yy = ty * m + r, xx = tx * m + s;
-                            scalar_t* d = in.data() + (r * m + s) * kChunk;
-                            if (yy < g.h && xx < g.w)
-                                std::copy_n(src + ((img * g.h + yy) * g.w + xx) * g.channels + c0, len, d);
-                            else
-                                std::fill(d, d + len, scalar_t(0));
-                        }
-                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                    for (int64_t k = 0; k < a * a; k++)
-                        std::copy_n(out.data() + k * kChunk, len, dst + (k * g.tiles() + tile) * g.channels + c0);
-                }
-            }
+            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+            move_patch(src, g, channels, img, ty * m, tx * m, m, m, c0, len, buf.in.data(), Move::load);
+            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+            dst.move(tile, c0, len, buf.out.data(), false);
         });
     });
     return dprod;
 }
 
 //------------------------------------------------------------------------
-// Kernels. The output channel is the contiguous run: [a*a, I, O] on the transformed side, a stride of
+// Kernels. The output channel is the contiguous run: [positions, I, O] on the transformed side, a stride of
 // I*k*k on the [O, I, k, k] side.
 
-// Moves one [k][k] patch per output channel between the two layouts; to_patch = gather, else scatter.
+// Moves one k x k patch per output channel o0 + [0, len) of input channel i between the two layouts.
 template <typename T>
-static void weight_patch(T* wt, T* patch, int64_t k, int64_t in_channels, int64_t i, int64_t o0, int64_t len, bool to_patch)
+static void weight_patch(T* wt, T* patch, int64_t k, int64_t in_channels, int64_t i, int64_t o0, int64_t len, bool load)
 {
-    for (int64_t p = 0; p < k * k; p++)
-        for (int64_t c = 0; c < len; c++)
-        {
-            T& w = wt[((o0 + c) * in_channels + i) * k * k + p];
-            if (to_patch)
-                patch[p * kChunk + c] = w;
+    for (int64_t c = 0; c < len; c++)
+    {
+        T* w = wt + ((o0 + c) * in_channels + i) * k * k;
+        for (int64_t p = 0; p < k * k; p++)
+            if (load)
+                patch[p * kChunk + c] = w[p];
             else
-                w = patch[p * kChunk + c];
-        }
+                w[p] = patch[p * kChunk + c];
+    }
 }
 
-// w: [O, I, k, k] -> [a*a, I, O]; g is G [a, k].
-static torch::Tensor kernel_tiles(torch::Tensor w, torch::Tensor g)
+// w: [O, I, k, k] -> groups of [positions, I, O]; g is G [a, k].
+static std::vector<torch::Tensor> kernel_tiles(torch::Tensor w, torch::Tensor g, std::vector<int64_t> bounds)
 {
     check_input(w, 4, "w");
     w = w.contiguous();
     const int64_t out_channels = w.size(0), in_channels = w.size(1), k = w.size(2), a = g.size(0);
     TORCH_CHECK(w.size(3) == k && g.size(1) == k, "winograd_cpu: the kernel does not match G");
-    torch::Tensor u = torch::empty({a * a, in_channels, out_channels}, w.options());
+    std::vector<torch::Tensor> u = new_groups(bounds, a * a, in_channels, out_channels, w.options());
     AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "kernel_tiles", [&]
     {
         const Matrix<scalar_t> L(g);
+        const Positions<scalar_t> dst(u, a * a);
         scalar_t* src = w.data_ptr<scalar_t>();
-        scalar_t* dst = u.data_ptr<scalar_t>();
         at::parallel_for(0, in_channels, 1, [&](int64_t begin, int64_t end)
         {
-            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+            Patches<scalar_t> buf;
             for (int64_t i = begin; i < end; i++)
                 for (int64_t o0 = 0; o0 < out_channels; o0 += kChunk)
                 {
                     const int64_t len = std::min(kChunk, out_channels - o0);
-                    weight_patch(src, in.data(), k, in_channels, i, o0, len, true);
-                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                    for (int64_t t = 0; t < a * a; t++)
-                        std::copy_n(out.data() + t * kChunk, len, dst + (t * in_channels + i) * out_channels + o0);
+                    weight_patch(src, buf.in.data(), k, in_channels, i, o0, len, true);
+                    L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+                    dst.move(i, o0, len, buf.out.data(), false);
                 }
         });
     });
     return u;
 }
 
-// du: [a*a, I, O] -> [O, I, k, k]; gt is G^T [k, a].
-static torch::Tensor kernel_tiles_adjoint(torch::Tensor du, torch::Tensor gt)
+// du groups -> [O, I, k, k]; gt is G^T [k, a].
+static torch::Tensor kernel_tiles_adjoint(std::vector<torch::Tensor> du, torch::Tensor gt)
 {
-    check_input(du, 3, "du");
-    du = du.contiguous();
-    const int64_t k = gt.size(0), a = gt.size(1), in_channels = du.size(1), out_channels = du.size(2);
-    TORCH_CHECK(du.size(0) == a * a, "winograd_cpu: du does not match G^T");
-    torch::Tensor dw = torch::empty({out_channels, in_channels, k, k}, du.options());
-    AT_DISPATCH_FLOATING_TYPES(du.scalar_type(), "kernel_tiles_adjoint", [&]
+    const int64_t k = gt.size(0), a = gt.size(1);
+    torch::Tensor dw;
+    AT_DISPATCH_FLOATING_TYPES(du.at(0).scalar_type(), "kernel_tiles_adjoint", [&]
     {
+        const Positions<scalar_t> src(du, a * a);
+        const int64_t in_channels = src.rows, out_channels = src.cols;
+        dw = torch::empty({out_channels, in_channels, k, k}, du[0].options());
         const Matrix<scalar_t> L(gt);
-        const scalar_t* src = du.data_ptr<scalar_t>();
         scalar_t* dst = dw.data_ptr<scalar_t>();
         at::parallel_for(0, in_channels, 1, [&](int64_t begin, int64_t end)
         {
-            std::vector<scalar_t> in(Scratch::size), tmp(Scratch::size), out(Scratch::size);
+            Patches<scalar_t> buf;
             for (int64_t i = begin; i < end; i++)
                 for (int64_t o0 = 0; o0 < out_channels; o0 += kChunk)
                 {
                     const int64_t len = std::min(kChunk, out_channels - o0);
-                    for (int64_t t = 0; t < a * a; t++)
-                        std::copy_n(src + (t * in_channels + i) * out_channels + o0, len, in.data() + t * kChunk);
-                    sandwich(in.data(), L.values.data(), L.rows, L.cols, tmp.data(), out.data(), len);
-                    weight_patch(dst, out.data(), k, in_channels, i, o0, len, false);
+                    src.move(i, o0, len, buf.in.data(), true);
+                    L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+                    weight_patch(dst, buf.out.data(), k, in_channels, i, o0, len, false);
                 }
         });
     });
@@ -370,11 +412,11 @@ static torch::Tensor kernel_tiles_adjoint(torch::Tensor du, torch::Tensor gt)
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
-    m.def("tiles_in", &tiles_in, "NHWC activations -> Winograd input tiles [a*a, tiles, C]");
+    m.def("tiles_in", &tiles_in, "NHWC activations -> Winograd input tiles, in groups of tile positions");
     m.def("tiles_in_adjoint", &tiles_in_adjoint, "adjoint of tiles_in (overlapping tiles summed)");
-    m.def("tiles_out", &tiles_out, "Winograd output tiles [a*a, tiles, C] -> NHWC activations");
+    m.def("tiles_out", &tiles_out, "Winograd output tiles (groups) -> NHWC activations");
     m.def("tiles_out_adjoint", &tiles_out_adjoint, "adjoint of tiles_out");
-    m.def("kernel_tiles", &kernel_tiles, "[O, I, k, k] kernels -> Winograd domain [a*a, I, O]");
+    m.def("kernel_tiles", &kernel_tiles, "[O, I, k, k] kernels -> Winograd domain, in groups of tile positions");
     m.def("kernel_tiles_adjoint", &kernel_tiles_adjoint, "adjoint of kernel_tiles");
 }
 
