@@ -8,9 +8,9 @@ The same function is computed in one of two ways:
   * the fast path (default): demodulation coefficients as a matrix product instead of through a
     [batch, out, in, k, k] tensor of per-sample weights; on CPUs, channels-last activations (what the
     oneDNN convolutions prefer) and the shared-weight modulated convolution also for inference (a
-    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and under
-    autograd the wide 3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py); compiled
-    ops where available.
+    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and the wide
+    3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py: from 64 channels under
+    autograd, from 256 without); compiled ops where available.
   * `official_computation()`: the official sequence of operations with the reference ops, kept as the
     baseline of benchmarks/ and the reference of tests/test_fast_path.py.
 `computation(**switches)` turns single switches of the fast path off, to measure each one.

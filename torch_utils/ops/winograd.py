@@ -16,8 +16,9 @@ about 1e-6 and F(4, 3) to about 1e-5 of the output's magnitude.
 
 Two implementations: 'ref' spells the transforms out with PyTorch ops (pad, unfold, matrix products,
 permutes); 'cpu' (winograd_cpu.cpp) computes each transform and its adjoint in one pass over NHWC memory,
-reading the padding as zeros and writing only the pixels inside the image. The batched matrix product is
-torch's in both.
+reading the padding as zeros and writing only the pixels inside the image, and splits the transformed side
+into groups of tile positions small enough for the C library to recycle their memory. The matrix products
+are torch's in both.
 """
 
 import os
