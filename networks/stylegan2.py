@@ -8,9 +8,9 @@ The same function is computed in one of two ways:
   * the fast path (default): demodulation coefficients as a matrix product instead of through a
     [batch, out, in, k, k] tensor of per-sample weights; on CPUs, channels-last activations (what the
     oneDNN convolutions prefer) and the shared-weight modulated convolution also for inference (a
-    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and under
-    autograd the wide 3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py); compiled
-    ops where available.
+    grouped convolution over the batch is slow there), toRGB as a batched matrix product, and the wide
+    3x3 convolutions by Winograd F(4x4, 3x3) (torch_utils/ops/winograd.py: from 64 channels under
+    autograd, from 256 without); compiled ops where available.
   * `official_computation()`: the official sequence of operations with the reference ops, kept as the
     baseline of benchmarks/ and the reference of tests/test_fast_path.py.
 `computation(**switches)` turns single switches of the fast path off, to measure each one.
@@ -87,9 +87,10 @@ def _block_dtype(use_fp16, force_fp32, device):
 def _block_layout(fp16_channels_last, dtype, device, resolution=0):
     """Memory format of a block's activations.
 
-    Inference (the caller passes the resolution): NHWC from 8x8 on. oneDNN's convolutions gain about 25 %
-    with NHWC activations and its stride-2 transposed convolution about 3x (measured at 64x64 and 128x128).
-    Training (resolution 0) stays NCHW: forward+backward measured no gain.
+    Without autograd (the caller passes the resolution): NHWC from 8x8 on. oneDNN's convolutions gain about
+    25 % with NHWC activations and its stride-2 transposed convolution about 3x (measured at 64x64 and
+    128x128); this covers inference and G's forward pass in the D phases of training (config-e G at 64x64,
+    batch 8: 1.12 -> 0.92 s). Under autograd (resolution 0) NCHW: forward+backward measured no gain.
     """
     if dtype == torch.float16 and fp16_channels_last:
         return torch.channels_last
@@ -418,7 +419,10 @@ class SynthesisBlock(torch.nn.Module):
         ws = ws.unbind(dim=1)
         n, device = ws[0].shape[0], ws[0].device
         dtype = _block_dtype(self.use_fp16, force_fp32, device)
-        layout = _block_layout(self.channels_last, dtype, device, 0 if self.training else self.resolution)
+        # The inference layout also when training mode runs without autograd here (G in the D phases).
+        differentiated = torch.is_grad_enabled() and (any(w.requires_grad for w in ws) or (x is not None and
+            x.requires_grad) or any(param.requires_grad for param in self.parameters()))
+        layout = _block_layout(self.channels_last, dtype, device, self.resolution if not differentiated else 0)
         grouped = _use_grouped_conv(self.training, dtype, n, device) if fused_modconv is None else fused_modconv
         x = self._features(x, ws, n, dtype, layout, dict(fused_modconv=grouped, **layer_kwargs))
 

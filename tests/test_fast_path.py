@@ -18,6 +18,8 @@ def winograd_everywhere(monkeypatch):
     """The tiny test networks are too narrow for the Winograd convolution; let them take it anyway."""
     monkeypatch.setattr(winograd, 'min_channels', 1)
     monkeypatch.setattr(winograd, 'min_size', 1)
+    monkeypatch.setattr(winograd, 'min_tiles', 1)
+    monkeypatch.setattr(winograd, 'inference_min_channels', 1)
 
 def tiny_networks(res, c_dim, noise_strength, seed=0):
     torch.manual_seed(seed)

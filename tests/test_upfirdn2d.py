@@ -164,6 +164,24 @@ def test_cpu_matches_ref(dtype, filter_name):
     assert checked == 96
 
 
+@pytest.mark.parametrize("kernel", [1, 2])  # the two CPU kernels, pinned: 1 = polyphase, 2 = buffered planes
+@pytest.mark.parametrize("taps", [[[1.0, 3.0, 3.0, 1.0]], FILTERS['2d'], [[2.0, -1.0], [4.0, -2.0], [1.0, -0.5]]])
+def test_each_cpu_kernel_matches_ref(kernel, taps):
+    # The third filter has rank 1 (its rows are multiples of [2, -1]): the buffered kernel splits it into a
+    # column and a row pass; the 4x4 [1, 3, 3, 1] outer product is StyleGAN's filter.
+    f = torch.tensor(taps)
+    f = f.t() * f if f.shape[0] == 1 else f
+    plugin = upfirdn2d._cpu_plugin()
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn([2, 3, 10, 7], dtype=torch.float64, generator=gen)
+    for up, down, padding, flip_filter in itertools.product([1, 2, 3], [1, 2, 3], [[0, 0, 0, 0], [2, 1, 3, 1], [3, -1, 1, -2]],
+                                                            [False, True]):
+        plan = upfirdn2d._Resampling.make(x, f, up, down, padding, flip_filter, 1.5)
+        got = plugin.upfirdn2d_with(x, f, up, up, down, down, *padding, flip_filter, 1.5, kernel)
+        want = upfirdn2d._reference(x, f, plan)
+        assert_close_rel(got, want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last"])
 def test_cpu_strided_inputs(layout):
     f = upfirdn2d.setup_filter([1, 2, 4, 1])

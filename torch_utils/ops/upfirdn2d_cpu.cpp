@@ -8,6 +8,8 @@
 #include <ATen/Parallel.h>
 #include <omp.h>
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 #include "upfirdn2d.h"
 
@@ -178,6 +180,127 @@ static void upfirdn2d_kernel(const upfirdn2d_params& p, const T* g)
 }
 
 //------------------------------------------------------------------------
+// Small planes (a StyleGAN layer's 4..64 pixel rows): the polyphase bookkeeping above costs more per row than
+// the arithmetic. Instead each plane is copied, zero-stuffed and padded, into a scratch buffer u whose row r and
+// column c hold the upsampled, padded image at (r - pady0, c - padx0); then y[oy, ox] = sum g[ky, kx] *
+// u[oy * downy + ky, ox * downx + kx] runs as a few long loops over the flattened buffer: with a row pitch that
+// is a multiple of downx, output (oy, ox) sits at flat index oy * pitch / downx + ox of a pitch-wide result
+// (the columns past out_w are discarded). Zero-stuffed samples are multiplied through (cheaper than skipping).
+// A rank-1 filter (the usual [1,3,3,1] outer product) runs as a column pass and a row pass: 2k taps, not k^2.
+
+// acc[m] += sum_t g[t] * src[m * stride + t], t < num_taps.
+template <typename T>
+static void taps_along(T* acc, const T* src, const T* g, int64_t n, int64_t num_taps, int64_t stride)
+{
+    if (!fused_taps_any(acc, src, g, n, num_taps, stride))
+        for (int64_t t = 0; t < num_taps; t++)
+            axpy_strided(acc, src + t, g[t], n, stride);
+}
+
+template <typename T>
+static void fill_buffer(const upfirdn2d_params& p, const T* x_plane, T* u, int64_t rows, int64_t pitch)
+{
+    std::fill(u, u + rows * pitch, T(0));
+    const int64_t ix_lo = std::max<int64_t>(0, ufd_ceil_div(-p.padx0, p.upx));
+    const int64_t ix_hi = std::min<int64_t>(p.in_w, ufd_floor_div(pitch - 1 - p.padx0, p.upx) + 1);
+    for (int64_t r = 0; r < rows; r++)
+    {
+        const int64_t v = r - p.pady0; // row of the upsampled image
+        if (v < 0 || v % p.upy != 0 || v / p.upy >= p.in_h)
+            continue;
+        const T* src = x_plane + (v / p.upy) * p.in_w;
+        T* dst = u + r * pitch + p.padx0;
+        if (p.upx == 1)
+            std::copy(src + ix_lo, src + ix_hi, dst + ix_lo);
+        else
+            for (int64_t ix = ix_lo; ix < ix_hi; ix++)
+                dst[ix * p.upx] = src[ix];
+    }
+}
+
+// g: [fh, fw] correlation taps with the gain folded in. gy, gx: its factors (g = gy gx^T), or null.
+template <typename T>
+static void upfirdn2d_buffered(const upfirdn2d_params& p, const T* g, const T* gy, const T* gx)
+{
+    const T* x = (const T*)p.x;
+    T* y = (T*)p.y;
+    const int64_t sx = p.downx, sy = p.downy;
+    const int64_t rows = (p.out_h - 1) * sy + p.fh;               // rows of u that the output reads
+    const int64_t pitch = ufd_ceil_div((p.out_w - 1) * sx + p.fw, sx) * sx;
+    const int64_t zp = pitch / sx;                                  // row pitch of the result
+    // With downy = 1 all output rows form one flat run; otherwise each output row is its own run.
+    const int64_t run_rows = (sy == 1) ? p.out_h : 1;
+
+    #pragma omp parallel num_threads(at::get_num_threads()) if (p.planes * rows * pitch * p.fh >= 32768)
+    {
+        std::vector<T> u(rows * pitch + p.fw), col(gy ? p.out_h * pitch + p.fw : 0), z(p.out_h * zp);
+        #pragma omp for schedule(static)
+        for (int64_t plane = 0; plane < p.planes; plane++)
+        {
+            fill_buffer(p, x + plane * p.in_h * p.in_w, u.data(), rows, pitch);
+            std::fill(z.begin(), z.end(), T(0));
+            if (gy)
+            {
+                std::fill(col.begin(), col.end(), T(0));
+                for (int64_t oy = 0; oy < p.out_h; oy += run_rows)
+                    for (int64_t ky = 0; ky < p.fh; ky++)
+                        axpy_unit(col.data() + oy * pitch, u.data() + (oy * sy + ky) * pitch, gy[ky], run_rows * pitch);
+                taps_along(z.data(), col.data(), gx, p.out_h * zp, p.fw, sx);
+            }
+            else
+            {
+                for (int64_t oy = 0; oy < p.out_h; oy += run_rows)
+                    for (int64_t ky = 0; ky < p.fh; ky++)
+                        taps_along(z.data() + oy * zp, u.data() + (oy * sy + ky) * pitch, g + ky * p.fw,
+                                   run_rows * zp, p.fw, sx);
+            }
+            T* y_plane = y + plane * p.out_h * p.out_w;
+            for (int64_t oy = 0; oy < p.out_h; oy++)
+                std::copy(z.data() + oy * zp, z.data() + oy * zp + p.out_w, y_plane + oy * p.out_w);
+        }
+    }
+}
+
+// Factors g = gy gx^T when g has rank 1 (to T's rounding); false otherwise.
+template <typename T>
+static bool rank_one_factors(const std::vector<T>& g, int64_t fh, int64_t fw, std::vector<T>& gy, std::vector<T>& gx)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < fh * fw; i++)
+        if (std::abs(g[i]) > std::abs(g[best]))
+            best = i;
+    const T pivot = g[best];
+    if (pivot == T(0))
+        return false;
+    const int64_t r0 = best / fw, c0 = best % fw;
+    gy.resize(fh);
+    gx.resize(fw);
+    for (int64_t ky = 0; ky < fh; ky++)
+        gy[ky] = g[ky * fw + c0];
+    for (int64_t kx = 0; kx < fw; kx++)
+        gx[kx] = g[r0 * fw + kx] / pivot;
+    const T tolerance = std::abs(pivot) * 4 * std::numeric_limits<T>::epsilon(); // a rounding of T, no more
+    for (int64_t ky = 0; ky < fh; ky++)
+        for (int64_t kx = 0; kx < fw; kx++)
+            if (std::abs(gy[ky] * gx[kx] - g[ky * fw + kx]) > tolerance)
+                return false;
+    return true;
+}
+
+// Which kernel: 0 = by plane size, 1 = polyphase, 2 = buffered (tests pin one).
+template <typename T>
+static void run_kernel(const upfirdn2d_params& p, const std::vector<T>& g, int method)
+{
+    const int64_t buffer = ((p.out_h - 1) * p.downy + p.fh) * ((p.out_w - 1) * p.downx + p.fw);
+    const bool buffered = method == 2 || (method == 0 && p.out_w <= 96 && buffer <= (1 << 16));
+    if (!buffered)
+        return upfirdn2d_kernel<T>(p, g.data());
+    std::vector<T> gy, gx;
+    const bool separable = p.fh > 1 && p.fw > 1 && rank_one_factors(g, p.fh, p.fw, gy, gx);
+    upfirdn2d_buffered<T>(p, g.data(), separable ? gy.data() : nullptr, separable ? gx.data() : nullptr);
+}
+
+//------------------------------------------------------------------------
 
 // Checks the arguments, makes x contiguous and allocates y; fills p with everything but the filter taps.
 static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfirdn2d_params& p, int upx, int upy,
@@ -200,8 +323,8 @@ static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfi
     return y;
 }
 
-static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
-    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+static torch::Tensor upfirdn2d_with(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
+    int padx0, int padx1, int pady0, int pady1, bool flip, double gain, int method)
 {
     upfirdn2d_params p;
     torch::Tensor y = setup_output(x, f, p, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
@@ -220,9 +343,15 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
                 int64_t src = p.flip ? (ky * p.fw + kx) : ((p.fh - 1 - ky) * p.fw + (p.fw - 1 - kx));
                 g[ky * p.fw + kx] = (scalar_t)((double)p.f[src] * p.gain);
             }
-        upfirdn2d_kernel<scalar_t>(p, g.data());
+        run_kernel<scalar_t>(p, g, method);
     });
     return y;
+}
+
+static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
+    int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
+{
+    return upfirdn2d_with(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain, 0);
 }
 
 // The CUDA kernel's per-pixel formula (ufd_output_pixel), run on the CPU so tests can check it without a GPU.
@@ -253,7 +382,8 @@ static torch::Tensor upfirdn2d_pixelwise(torch::Tensor x, torch::Tensor f, int u
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
-    m.def("upfirdn2d", &upfirdn2d, "upfirdn2d on the CPU (polyphase, OpenMP)");
+    m.def("upfirdn2d", &upfirdn2d, "upfirdn2d on the CPU (buffered for small planes, else polyphase; OpenMP)");
+    m.def("upfirdn2d_with", &upfirdn2d_with, "upfirdn2d on the CPU with a chosen kernel: 1 = polyphase, 2 = buffered (tests)");
     m.def("upfirdn2d_pixelwise", &upfirdn2d_pixelwise, "the CUDA kernel's per-pixel formula on the CPU (single thread, for tests)");
 }
 

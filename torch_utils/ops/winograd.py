@@ -13,9 +13,19 @@ path-length penalty need the second derivative).
 
 The tile transforms are exact in real arithmetic; in float32 F(2, 3) agrees with the direct convolution to
 about 1e-6 and F(4, 3) to about 1e-5 of the output's magnitude.
+
+Two implementations: 'ref' spells the transforms out with PyTorch ops (pad, unfold, matrix products,
+permutes); 'cpu' (winograd_cpu.cpp) computes each transform and its adjoint in one pass over NHWC memory,
+reading the padding as zeros and writing only the pixels inside the image, and splits the transformed side
+into groups of tile positions small enough for the C library to recycle their memory. The matrix products
+are torch's in both.
 """
 
+import os
+
 import torch
+
+from .. import custom_ops
 
 # ----------------------------------------------------------------------------
 
@@ -23,6 +33,8 @@ enabled = True     # The convolutions that qualify (see applies()) go through Wi
 tile = 4           # m: outputs per tile side, 2 or 4.
 min_channels = 64  # Narrower layers stay with the direct convolution (too little work per tile to gain).
 min_size = 8       # Likewise images smaller than this (mostly padding in the tiles).
+min_tiles = 64     # Likewise fewer tiles in the batch: the kernel transform ([a*a, in, out]) would dominate.
+inference_min_channels = 256  # Without autograd oneDNN's direct forward is faster below this width (measured).
 
 # Transforms for the interpolation points 0, +-1 (F(2, 3)) and 0, +-1, +-2 (F(4, 3)), each with the point at
 # infinity. Rows of B^T and A^T evaluate/interpolate; G carries the Lagrange denominators.
@@ -43,21 +55,104 @@ _MATRICES = {
 
 
 def applies(x, w, stride, padding, groups, transposed=False):
-    """Whether conv2d(x, w, stride, padding, groups) is computed here: CPU, float32, 3x3, 'same', differentiated."""
+    """Whether conv2d(x, w, stride, padding, groups) is computed here: CPU, float32, 3x3, 'same', wide enough.
+
+    Measured on a 2-core AVX-512 Xeon, float32, one thread: with autograd (forward, backward, double backward)
+    Winograd wins from 64 channels and 16x16 images at batch 8 (128 tiles) and loses at 8x8 (32 tiles), where
+    the kernel transform is as large as the whole activation side. Without autograd oneDNN's direct forward is
+    hard to beat: Winograd wins at 512 channels (about 2x), breaks even at 256 and loses at 64 and 128.
+    """
     if not enabled or transposed or x.device.type != 'cpu' or x.dtype != torch.float32 or w.dtype != torch.float32:
         return False
     if tuple(w.shape[2:]) != (3, 3) or groups != 1 or stride not in (1, [1, 1], (1, 1)):
         return False
     if padding not in (1, [1, 1], (1, 1)):
         return False
-    if not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
-        return False  # measured: oneDNN's direct forward is as fast or faster; the gain is in the backward passes
-    return min(w.shape[0], w.shape[1]) >= min_channels and min(x.shape[2], x.shape[3]) >= min_size
+    height, width = x.shape[2], x.shape[3]
+    if min(height, width) < min_size or x.shape[0] * -(-height // tile) * -(-width // tile) < min_tiles:
+        return False
+    differentiated = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    if not differentiated and custom_ops.resolve_impl(None, x, 'winograd', {'cpu': _cpu_plugin}) != 'cpu':
+        return False  # the 'ref' transforms cost more than they save in a forward pass alone
+    return min(w.shape[0], w.shape[1]) >= (min_channels if differentiated else inference_min_channels)
 
 
-def conv3x3(x, w, m=None):
-    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout."""
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cpu_plugin():
+    return custom_ops.get_plugin('winograd_cpu_plugin', sources=['winograd_cpu.cpp'], source_dir=_HERE)
+
+
+def conv3x3(x, w, m=None, impl=None):
+    """torch.nn.functional.conv2d(x, w, padding=1) for w [out, in, 3, 3], stored in x's memory layout.
+
+    impl: 'ref', 'cpu' or None (the compiled transforms for CPU tensors when they build, else 'ref').
+    """
     m = tile if m is None else m
+    impl = custom_ops.resolve_impl(impl, x, 'winograd', {'cpu': _cpu_plugin}) if x.device.type == 'cpu' else 'ref'
+    if impl == 'cpu':
+        return _compiled(x, w, m)
+    return _reference(x, w, m)
+
+
+def _is_channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _LinearMap(torch.autograd.Function):
+    """outputs = forward_map(*inputs) for a linear map with a known adjoint (tensors or tuples of tensors on
+    either side). The gradient is adjoint_map(*grads), computed by another _LinearMap with the two roles
+    swapped, so autograd differentiates through it to any order."""
+
+    @staticmethod
+    def forward(ctx, forward_map, adjoint_map, *inputs):  # pylint: disable=arguments-differ
+        ctx.maps = (forward_map, adjoint_map)
+        return forward_map(*inputs)
+
+    @staticmethod
+    def backward(ctx, *grads):  # pylint: disable=arguments-differ
+        forward_map, adjoint_map = ctx.maps
+        result = _LinearMap.apply(adjoint_map, forward_map, *grads)
+        return (None, None) + (tuple(result) if isinstance(result, (tuple, list)) else (result,))
+
+
+max_group_bytes = 24 << 20  # the transformed side is split into tensors no larger than this (see winograd_cpu.cpp)
+
+
+def _position_groups(positions, row_counts, columns, itemsize):
+    """Bounds 0 = k0 < k1 < ... = positions of consecutive tile positions whose [positions, rows, columns]
+    tensors (for every row count given) stay below max_group_bytes."""
+    per_position = max(row_counts) * columns * itemsize
+    count = min(positions, max(1, -(-positions * per_position // max_group_bytes)))
+    return [round(i * positions / count) for i in range(count + 1)]
+
+
+def _compiled(x, w, m):
+    """The 'cpu' implementation: compiled tile transforms around torch.bmm, NHWC on the compiled side."""
+    plugin = _cpu_plugin()
+    mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in _MATRICES[m].items()}
+    bt, g, at = mats['BT'], mats['G'], mats['AT']
+    n, in_channels, height, width = x.shape
+    out_channels = w.shape[0]
+    tiles_y, tiles_x = -(-height // m), -(-width // m)
+    tiles = n * tiles_y * tiles_x
+    bounds = _position_groups((m + 2) ** 2, [tiles, in_channels], max(in_channels, out_channels), x.element_size())
+
+    v = _LinearMap.apply(lambda t: tuple(plugin.tiles_in(t, bt, m, 1, tiles_y, tiles_x, bounds)),
+                         lambda *ts: plugin.tiles_in_adjoint(list(ts), bt.t(), m, 1, n, height, width),
+                         x.permute(0, 2, 3, 1))
+    u = _LinearMap.apply(lambda t: tuple(plugin.kernel_tiles(t, g, bounds)),
+                         lambda *ts: plugin.kernel_tiles_adjoint(list(ts), g.t()), w)
+    prod = [torch.bmm(vg, ug) for vg, ug in zip(v, u)]  # per position: [tiles, in] @ [in, out]
+    y = _LinearMap.apply(lambda *ts: plugin.tiles_out(list(ts), at, n, height, width),
+                         lambda t: tuple(plugin.tiles_out_adjoint(t, at.t(), bounds)), *prod)
+    y = y.permute(0, 3, 1, 2)  # NHWC memory
+    return y if _is_channels_last(x) else y.contiguous()
+
+
+def _reference(x, w, m):
+    """The 'ref' implementation: the transforms as PyTorch tensor ops."""
     mats = {key: torch.tensor(value, dtype=x.dtype) for key, value in _MATRICES[m].items()}
     a = m + 2
     n, _, height, width = x.shape
