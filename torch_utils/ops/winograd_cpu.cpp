@@ -32,43 +32,36 @@ static constexpr int64_t kScratch = 64 * kChunk;  // a patch of up to 8 x 8 posi
 #define WINOGRAD_CLONES
 #endif
 
-// out[i][j][c] = sum_{p,q} L[i][p] L[j][q] in[p][q][c]; L is R x P, patches hold kChunk-strided channel runs.
+// dst[c] = sum_p coeffs[p] src[p * step + c] for c < n, skipping the zero coefficients of the transforms.
 template <typename T> WINOGRAD_CLONES
+static void combine(T* __restrict dst, const T* __restrict coeffs, const T* __restrict src, int64_t step, int P,
+                    int64_t n)
+{
+    std::fill(dst, dst + n, T(0));
+    for (int p = 0; p < P; p++)
+    {
+        const T l = coeffs[p];
+        if (l == T(0))
+            continue;
+        const T* s = src + p * step;
+        #pragma omp simd
+        for (int64_t c = 0; c < n; c++)
+            dst[c] += l * s[c];
+    }
+}
+
+// out[i][j][c] = sum_{p,q} L[i][p] L[j][q] in[p][q][c]; L is R x P, patches hold kChunk-strided channel runs.
+// First along the rows (into tmp[i][q]), then along the columns.
+template <typename T>
 static void sandwich(const T* __restrict in, const T* __restrict L, int R, int P, T* __restrict tmp,
                      T* __restrict out, int64_t n)
 {
     for (int i = 0; i < R; i++)
         for (int q = 0; q < P; q++)
-        {
-            T* t = tmp + (i * P + q) * kChunk;
-            std::fill(t, t + n, T(0));
-            for (int p = 0; p < P; p++)
-            {
-                const T l = L[i * P + p];
-                if (l == T(0))
-                    continue;
-                const T* s = in + (p * P + q) * kChunk;
-                #pragma omp simd
-                for (int64_t c = 0; c < n; c++)
-                    t[c] += l * s[c];
-            }
-        }
+            combine(tmp + (i * P + q) * kChunk, L + i * P, in + q * kChunk, int64_t(P) * kChunk, P, n);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < R; j++)
-        {
-            T* o = out + (i * R + j) * kChunk;
-            std::fill(o, o + n, T(0));
-            for (int q = 0; q < P; q++)
-            {
-                const T l = L[j * P + q];
-                if (l == T(0))
-                    continue;
-                const T* s = tmp + (i * P + q) * kChunk;
-                #pragma omp simd
-                for (int64_t c = 0; c < n; c++)
-                    o[c] += l * s[c];
-            }
-        }
+            combine(out + (i * R + j) * kChunk, L + j * P, tmp + i * P * kChunk, int64_t(kChunk), P, n);
 }
 
 template <typename T>
