@@ -7,6 +7,8 @@ optimiser of the phase's module afterwards. `accumulate_gradients` computes one 
 calls backward itself.
 """
 
+import abc
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ def mean_over_ranks(value):
 
 #----------------------------------------------------------------------------
 
-class Loss:
+class Loss(abc.ABC):
     """Base of every GAN loss (the family contract).
 
     Subclasses fill `self.phases` (see `phase`) and implement `accumulate_gradients`. The base keeps
@@ -52,10 +54,9 @@ class Loss:
         self.real_sign_stats = torch.zeros([2], dtype=torch.float64, device=device)
         self.resume_tensors = ['real_sign_stats']
 
+    @abc.abstractmethod
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         """Add d(gain * loss of phase `phase` (its name)) to the gradients of the phase's module."""
-        # Not abstract: the base is instantiated on its own for its shared bookkeeping (tests, phase lists).
-        raise NotImplementedError(f'{type(self).__name__} does not implement accumulate_gradients')
 
     def optimizer_kwargs(self, module, opt_kwargs):
         """The optimiser settings to build for module 'G' or 'D' from the preset's; unchanged by default."""
