@@ -21,6 +21,7 @@ into groups of tile positions small enough for the C library to recycle their me
 are torch's in both.
 """
 
+import functools
 import os
 
 import torch
@@ -35,6 +36,7 @@ min_channels = 64  # Narrower layers stay with the direct convolution (too littl
 min_size = 8       # Likewise images smaller than this (mostly padding in the tiles).
 min_tiles = 64     # Likewise fewer tiles in the batch: the kernel transform ([a*a, in, out]) would dominate.
 inference_min_channels = 256  # Without autograd oneDNN's direct forward is faster below this width (measured).
+max_group_bytes = 24 << 20  # the transformed side is split into tensors no larger than this (see winograd_cpu.cpp)
 
 # Transforms for the interpolation points 0, +-1 (F(2, 3)) and 0, +-1, +-2 (F(4, 3)), each with the point at
 # infinity. Rows of B^T and A^T evaluate/interpolate; G carries the Lagrange denominators.
@@ -80,6 +82,12 @@ def applies(x, w, stride, padding, groups, transposed=False):
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@functools.lru_cache(maxsize=None)
+def _transform_matrices(m, dtype):
+    """{'BT', 'G', 'AT'} of F(m x m, 3 x 3) as tensors, built once per tile size and dtype (read-only)."""
+    return {key: torch.tensor(value, dtype=dtype) for key, value in _MATRICES[m].items()}
+
+
 def _cpu_plugin():
     return custom_ops.get_plugin('winograd_cpu_plugin', sources=['winograd_cpu.cpp'], source_dir=_HERE)
 
@@ -117,8 +125,6 @@ class _LinearMap(torch.autograd.Function):
         return (None, None) + (tuple(result) if isinstance(result, (tuple, list)) else (result,))
 
 
-max_group_bytes = 24 << 20  # the transformed side is split into tensors no larger than this (see winograd_cpu.cpp)
-
 
 def _position_groups(positions, row_counts, columns, itemsize):
     """Bounds 0 = k0 < k1 < ... = positions of consecutive tile positions whose [positions, rows, columns]
@@ -131,7 +137,7 @@ def _position_groups(positions, row_counts, columns, itemsize):
 def _compiled(x, w, m):
     """The 'cpu' implementation: compiled tile transforms around torch.bmm, NHWC on the compiled side."""
     plugin = _cpu_plugin()
-    mats = {key: torch.tensor(value, dtype=torch.float64) for key, value in _MATRICES[m].items()}
+    mats = _transform_matrices(m, torch.float64)
     bt, g, at = mats['BT'], mats['G'], mats['AT']
     n, in_channels, height, width = x.shape
     out_channels = w.shape[0]
@@ -153,7 +159,7 @@ def _compiled(x, w, m):
 
 def _reference(x, w, m):
     """The 'ref' implementation: the transforms as PyTorch tensor ops."""
-    mats = {key: torch.tensor(value, dtype=x.dtype) for key, value in _MATRICES[m].items()}
+    mats = _transform_matrices(m, x.dtype)
     a = m + 2
     n, _, height, width = x.shape
     tiles_y, tiles_x = -(-height // m), -(-width // m)
@@ -176,7 +182,7 @@ def _reference(x, w, m):
     y = torch.matmul(mats['AT'], prod.view(a, a, -1))                           # [a_y, m_x, ...]
     y = (mats['AT'] @ y.view(a, -1)).view(m, m, n, tiles_y, tiles_x, -1)        # [m_y, m_x, n, ty, tx, out]
     # Blocks back into images, in x's memory layout (a layout change would cost the next ops a conversion).
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if _is_channels_last(x):
         y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_y * m, tiles_x * m, -1)  # [n, H', W', out]
         return y[:, :height, :width].permute(0, 3, 1, 2)
     y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, -1, tiles_y * m, tiles_x * m)       # [n, out, H', W']
