@@ -50,12 +50,7 @@ def he_image(he_slide_path):
     return img
 
 
-def tissue_crops(img, size, count, min_tissue=0.9, seed=0):
-    """Random size x size crops of an H&E image whose pixels are mostly tissue (not white background)."""
-    return any_tissue_crops(img, size, count, seed=seed, min_tissue=min_tissue)
-
-
 @pytest.fixture(scope="session")
 def he_crops(he_image):
     """Factory: he_crops(size, count, seed=0) -> uint8 [N, H, W, 3] real tissue crops."""
-    return lambda size, count, seed=0: tissue_crops(he_image, size, count, seed=seed)
+    return lambda size, count, seed=0: any_tissue_crops(he_image, size, count, seed=seed)

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from anomaly_data import tumour_crops
-from conftest import tissue_crops
+from anomaly_data import any_tissue_crops as tissue_crops
 from datasets import write_dataset_zip
 from projection_nets import image_from_w, save_snapshot, tiny_stylegan2
 from tools import anomaly, assets, cli_utils, projection, train_encoder

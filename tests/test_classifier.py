@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import tissue_crops
+from anomaly_data import any_tissue_crops as tissue_crops
 from datasets import write_dataset_zip
 from networks import stylegan2
 from tools import assets, classifier
