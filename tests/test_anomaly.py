@@ -71,6 +71,13 @@ def test_fanogan_score_by_hand(one_thread):
     np.testing.assert_allclose(result.score, (residual + 2.0 * features).numpy(), rtol=1e-3)
     assert result.recon.shape == patches.shape and result.recon.dtype == np.uint8
     assert np.isnan(result.lpips).all()  # the f-AnoGAN score never ran VGG16
+    with torch.no_grad():  # critic: -D(x) with each image alone in its minibatch-stddev group
+        logits = torch.cat([D(x[k:k + 1], torch.zeros([1, 0])) for k in range(3)]).reshape(3)
+    np.testing.assert_allclose(result.critic, -logits.numpy(), rtol=1e-4, atol=1e-6)
+    critic = anomaly.score_patches(G, patches, method='encoder', E=E, D=D, score='critic', batch_size=3, progress=False)
+    np.testing.assert_allclose(critic.score, -logits.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(critic.residual, result.residual, rtol=1e-5)  # terms do not depend on the batch size
+    assert np.isnan(critic.lpips).all()  # nor does the critic score run VGG16
     with pytest.raises(Exception, match='uint8'):
         anomaly.score_patches(G, patches.astype(np.float32), method='encoder', E=E, D=D)
 

@@ -8,10 +8,14 @@ A query patch x is mapped into the latent space (tools/projection.py), giving a 
   of the pixel residual. Under a briefly trained GAN the pixel residual mostly measures brightness and colour
   mismatch (on CMU normal vs tumour-tile patches its AUROC fell between 0.37 and 0.64). LPIPS and the D features
   see more structure, but after CPU-minutes of training no score separates reliably (AUROC 0.57-0.85 over
-  training seeds; tests/test_anomaly_real.py): smooth tissue reconstructs better whatever its type.
+  training seeds; tests/test_anomaly_real.py): smooth tissue reconstructs better whatever its type;
+- `--score critic`: A(x) = -D(x), the discriminator's own verdict on the query (the discrimination term of AnoGAN
+  and EGBAD, without a reconstruction). D was trained to accept only the normal tissue it saw, so it needs no
+  projection and does not favour smooth patches the way a reconstruction does; like every score here it also
+  reacts to stain and scanner differences, not only to tissue type.
 The default score follows the method: fanogan for `--method encoder`, lpips for `lpips` / `hybrid`. Pixels are in
 [-1, 1]. The CSV keeps every term it measured (columns residual, features, lpips); the encoder method with the
-fanogan score leaves lpips NaN, because running VGG16 would cost several times the encoder and G together.
+fanogan or critic score leaves lpips NaN, because running VGG16 would cost several times the encoder and G together.
 
     python -m tools.anomaly score --network=net.pkl --encoder=enc.pkl --data=patches.zip --outdir=scores
     python -m tools.anomaly evaluate --network=net.pkl --encoder=enc.pkl --data=labelled.zip --outdir=eval
@@ -33,11 +37,16 @@ import tqdm
 import dnnlib
 from tools import cli_utils, projection
 
-SCORE_FIELDS = ('score', 'residual', 'features', 'lpips')
-SCORES = ('fanogan', 'lpips', 'perceptual')
+SCORE_FIELDS = ('score', 'residual', 'features', 'lpips', 'critic')
+SCORES = ('fanogan', 'lpips', 'perceptual', 'critic')
 
 def default_score(method):
     return 'fanogan' if method == 'encoder' else 'lpips'
+
+def needs_lpips(method, score):
+    """Whether scoring runs VGG16: for the projector methods, or a score with an LPIPS term. The encoder with
+    the fanogan or critic score does not, because VGG16 would cost several times the encoder and G together."""
+    return method != 'encoder' or score in ('lpips', 'perceptual')
 
 #----------------------------------------------------------------------------
 # Scores.
@@ -48,9 +57,10 @@ def score_patches(G, patches, method='encoder', E=None, D=None, kappa=1.0, num_s
 
     G: the generator (eval, on the device to use). E: encoder for 'encoder'/'hybrid'. D: the discriminator,
     needed for the f-AnoGAN feature term of 'encoder' (optional otherwise; without it `features` is NaN).
-    score: 'fanogan', 'lpips' or 'perceptual' (see the module doc); default by method. LPIPS is measured only
-    where the score or the projection uses it.
-    Returns EasyDict of numpy arrays: score, residual, features, lpips (float64 [N]) and recon (uint8 [N, R, R, 3]).
+    score: 'fanogan', 'lpips', 'perceptual' or 'critic' (see the module doc); default by method. LPIPS is measured
+    only where the score or the projection uses it; the D terms (features, critic) wherever D is given.
+    Returns EasyDict of numpy arrays: score, residual, features, lpips, critic (float64 [N]; NaN where not
+    measured) and recon (uint8 [N, R, R, 3]).
     """
     patches = np.asarray(patches.cpu() if torch.is_tensor(patches) else patches)
     if patches.ndim != 4 or patches.shape[3] != 3 or patches.dtype != np.uint8 or \
@@ -63,12 +73,12 @@ def score_patches(G, patches, method='encoder', E=None, D=None, kappa=1.0, num_s
     if score != 'lpips' and D is None:
         raise dnnlib.util.UserError(f'the {score} score needs the discriminator D (its feature term)')
     device = next(G.parameters()).device
-    with_lpips = score != 'fanogan' or method != 'encoder'
+    with_lpips = needs_lpips(method, score)
     if lpips is None and with_lpips:
         lpips = projection.lpips_lib.load_lpips(device)
     if w_stats is None and method != 'encoder' and projection.has_w_space(G):
         w_stats = projection.w_statistics(G)
-    from tools.train_encoder import discriminator_features
+    from tools.train_encoder import discriminator_features, discriminator_outputs
 
     out = {k: [] for k in SCORE_FIELDS + ('recon',)}
     starts = range(0, len(patches), batch_size)
@@ -80,13 +90,15 @@ def score_patches(G, patches, method='encoder', E=None, D=None, kappa=1.0, num_s
             recon = result.images.clamp(-1, 1)
             residual = (real - recon).square().mean(dim=(1, 2, 3))
             if D is not None:
-                features = (discriminator_features(D, real) - discriminator_features(D, recon)).square().mean(dim=1)
+                real_features, real_logits = discriminator_outputs(D, real)
+                features = (real_features - discriminator_features(D, recon)).square().mean(dim=1)
+                critic = -real_logits
             else:
-                features = torch.full_like(residual, float('nan'))
+                features = critic = torch.full_like(residual, float('nan'))
             distance = result.distance
         total = dict(fanogan=residual + kappa * features, lpips=distance + residual,
-                     perceptual=distance + kappa * features)[score]
-        for key, value in zip(SCORE_FIELDS, (total, residual, features, distance)):
+                     perceptual=distance + kappa * features, critic=critic)[score]
+        for key, value in zip(SCORE_FIELDS, (total, residual, features, distance, critic)):
             out[key].append(value.double().cpu().numpy())
         out['recon'].append(cli_utils.images_to_uint8(recon))
     return dnnlib.EasyDict({k: np.concatenate(v) for k, v in out.items()})
@@ -238,7 +250,8 @@ _common = [
                       'optimisation), hybrid (projector started from the encoder)'),
     click.option('--score', type=click.Choice(SCORES),
                  help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
-                      'kappa * D-feature distance  [default: fanogan for encoder, lpips otherwise]'),
+                      'kappa * D-feature distance; critic: -D(query), how little the discriminator believes the '
+                      'patch is normal tissue  [default: fanogan for encoder, lpips otherwise]'),
     click.option('--encoder', help='Encoder snapshot from tools.train_encoder (encoder, hybrid)', metavar='PKL'),
     click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the D-feature term (fanogan, perceptual)'),
     click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)  [default: 1000 / 250]'),
@@ -258,7 +271,7 @@ def cli():
 @cli.command()
 @_with_common
 def score(network, data, outdir, method, score, encoder, kappa, num_steps, batch_size, device):
-    """Score every patch; writes scores.csv (name, score, residual, features, lpips)."""
+    """Score every patch; writes scores.csv (name, score, residual, features, lpips, critic)."""
     try:
         G, D, E = load_models(network, method, encoder, device, score)
         names, images, _ = load_patches(data, G.img_resolution, labelled=False)

@@ -50,7 +50,7 @@ def load_models(network, method='encoder', encoder=None, device=None, score=None
     G, D, E = anomaly.load_models(network, method, encoder, device, score)
     device = next(G.parameters()).device
     w_stats = projection.w_statistics(G) if method != 'encoder' and projection.has_w_space(G) else None
-    needs_vgg = method != 'encoder' or score != 'fanogan'  # the encoder with the f-AnoGAN score never runs VGG16
+    needs_vgg = anomaly.needs_lpips(method, score)
     lpips = projection.lpips_lib.load_lpips(device) if needs_vgg else None
     return EasyDict(G=G, D=D, E=E, lpips=lpips, w_stats=w_stats, device=device, score=score)
 
@@ -398,8 +398,8 @@ def _level_fits(geom):
                    'much slower')
 @click.option('--score', type=click.Choice(anomaly.SCORES),
               help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
-                   'kappa * D-feature distance (both run VGG16 on every patch)  [default: fanogan for encoder, '
-                   'lpips otherwise]')
+                   'kappa * D-feature distance (both run VGG16 on every patch); critic: -D(patch), the '
+                   'discriminator\'s verdict  [default: fanogan for encoder, lpips otherwise]')
 @click.option('--patch-size', type=click.IntRange(min=pt.MIN_PATCH_SIZE),
               help='Patch side in pixels at --level/--mpp; resized to the network\'s resolution  [default: that '
                    'resolution]')
