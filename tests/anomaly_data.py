@@ -6,8 +6,8 @@ um/px (40x) and resample it by TILE_SCALE = 0.5 before cutting patches or pastin
 nuclei of the same size in pixels. Without this a weak generator reconstructs the smoother, magnified tumour
 patches *better* than normal ones (AUROC < 0.5).
 
-Normal patches come from a checkerboard of BLOCK-px blocks: training crops from three blocks in four,
-held-out crops from the fourth, so no held-out pixel was seen in training.
+Training and held-out patches of one image come from a checkerboard of blocks (BLOCK px on the slide): training
+crops from three blocks in four, held-out crops from the fourth, so no held-out pixel was seen in training.
 """
 
 import numpy as np
@@ -28,8 +28,8 @@ def is_tissue(crop, min_tissue=0.9):
     return (crop.mean(axis=2) < 210).mean() >= min_tissue
 
 
-def held_out_block(x, y):
-    return (x // BLOCK + y // BLOCK) % 4 == 0
+def held_out_block(bx, by):
+    return (bx + by) % 4 == 0
 
 
 def _collect_crops(image, size, count, min_tissue, tries, position):
@@ -48,16 +48,16 @@ def _collect_crops(image, size, count, min_tissue, tries, position):
     raise RuntimeError(f'found only {len(crops)} tissue crops of {size} px')
 
 
-def normal_crops(image, size, count, held_out, seed=0, min_tissue=0.9):
+def block_crops(image, size, count, held_out, seed=0, min_tissue=0.9, block=BLOCK):
     """`count` tissue crops of size x size lying wholly inside one checkerboard block of the wanted kind."""
     rnd = np.random.RandomState(seed)
     h, w = image.shape[:2]
 
     def position():
-        bx, by = rnd.randint(0, w // BLOCK), rnd.randint(0, h // BLOCK)
-        if held_out_block(bx * BLOCK, by * BLOCK) != held_out:
+        bx, by = rnd.randint(0, w // block), rnd.randint(0, h // block)
+        if held_out_block(bx, by) != held_out:
             return None
-        return bx * BLOCK + rnd.randint(0, BLOCK - size + 1), by * BLOCK + rnd.randint(0, BLOCK - size + 1)
+        return bx * block + rnd.randint(0, block - size + 1), by * block + rnd.randint(0, block - size + 1)
     return _collect_crops(image, size, count, min_tissue, count * 500, position)
 
 

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn import metrics
 
-from anomaly_data import normal_crops, tumour_crops
+from anomaly_data import block_crops, tumour_crops
 from datasets import write_dataset_zip
 from slide_map_inputs import write_lesion_slide
 from tools import anomaly, assets, slide_map, train_encoder
@@ -56,7 +56,7 @@ def tumour_tile():
 def normal_data(tmp_path_factory, he_image):
     """2000 normal 32x32 training crops from 3 of 4 checkerboard blocks."""
     return write_dataset_zip(tmp_path_factory.mktemp('normal') / 'normal.zip',
-                             normal_crops(he_image, RES, 2000, held_out=False, seed=1))
+                             block_crops(he_image, RES, 2000, held_out=False, seed=1))
 
 
 def train(folder, data, seed):
@@ -104,7 +104,7 @@ def map_slide(folder, network, encoder, slide, xml):
 def runs(tmp_path_factory, he_image, tumour_tile, normal_data):
     """Per seed: dict(evaluate=(metrics, labels, scores), slide_map=(metrics, labels, scores))."""
     folder = tmp_path_factory.mktemp('inputs')
-    normal = normal_crops(he_image, RES, 120, held_out=True, seed=2)
+    normal = block_crops(he_image, RES, 120, held_out=True, seed=2)
     tumour = tumour_crops(tumour_tile, RES, 120, seed=3)
     labelled = write_dataset_zip(folder / 'labelled.zip', np.concatenate([normal, tumour]),
                                  labels=[0] * 120 + [1] * 120)
