@@ -127,7 +127,7 @@ def score_aurocs(scores_csv):
         rows = list(csv.DictReader(f))
     labels = [int(row['label']) for row in rows]
     found = {}
-    for term in ('residual', 'features', 'lpips'):
+    for term in ('residual', 'features', 'lpips', 'critic'):
         values = [float(row[term]) for row in rows]
         if all(math.isfinite(v) for v in values):
             found[term] = roc_auc_score(labels, values)
@@ -336,7 +336,7 @@ def detect_anomalies(demo, out, p, snapshot, profile):
         raise StepFailed('tools.anomaly evaluate printed no result line')
     for key in ('AUROC', 'AUPR', 'F1max'):
         demo.number(f'anomaly {key}, perceptual score (held-out normal vs tumour)', float(found[-1][key]))
-    text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS)',
+    text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS, critic)',
                            f'score_aurocs({q(shown(os.path.join(anomaly, "scores.csv")))})')
     for term, value in json_lines(text)[-1].items():
         demo.number(f'anomaly AUROC, {term} term alone', float(value))

@@ -66,7 +66,7 @@ def expected_numbers(out):
     found.update({k: metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
     with open(out / 'anomaly' / 'scores.csv', newline='') as f:
         rows = list(csv.DictReader(f))
-    for term in ('residual', 'features', 'lpips'):  # each term alone as the score, by scikit-learn
+    for term in ('residual', 'features', 'lpips', 'critic'):  # each term alone as the score, by scikit-learn
         found[f'AUROC {term}'] = roc_auc_score([int(r['label']) for r in rows], [float(r[term]) for r in rows])
     with open(out / 'projection' / 'summary.csv', newline='') as f:
         found.update({f'lpips {row["name"]}': float(row['lpips']) for row in csv.DictReader(f)})

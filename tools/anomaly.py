@@ -170,7 +170,7 @@ def plot_roc(path, labels, scores, auroc, title):
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(fpr, tpr, lw=2, label=f'AUROC = {auroc:.3f}')
     ax.plot([0, 1], [0, 1], '--', color='grey', lw=1, label='chance')
-    ax.set(xlabel='false positive rate (normal flagged)', ylabel='true positive rate (tumour found)', title=title,
+    ax.set(xlabel='false positive rate (normal flagged)', ylabel='true positive rate (anomalies found)', title=title,
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc='lower right')
     _save_figure(fig, path)
@@ -181,7 +181,7 @@ def plot_fig4(path, images, recon, labels, scores, per_class=6):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(2 * 0.9 * per_class + 1, 3 * 0.9 + 0.8))
-    for ax, cls, title in zip(axes, (0, 1), ('normal', 'tumour')):
+    for ax, cls, title in zip(axes, (0, 1), ('normal (label 0)', 'tumour / anomalous (label 1)')):
         if not np.any(labels == cls):
             ax.set_axis_off()
             continue
@@ -194,7 +194,7 @@ def plot_fig4(path, images, recon, labels, scores, per_class=6):
         res = images.shape[1]
         ax.set_yticks([res * 0.5, res * 1.5, res * 2.5], ['query', 'reconstruction', 'residual'] if cls == 0 else [])
         ax.set_xticks([res * (k + 0.5) for k in range(len(idx))], [f'{scores[i]:.3g}' for i in idx], fontsize=7)
-        ax.set_title(f'{title} (score below)')
+        ax.set_title(f'{title}, score below', fontsize=10)
     _save_figure(fig, path)
 
 #----------------------------------------------------------------------------
