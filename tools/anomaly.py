@@ -181,7 +181,7 @@ def plot_fig4(path, images, recon, labels, scores, per_class=6):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(2 * 0.9 * per_class + 1, 3 * 0.9 + 0.8))
-    for ax, cls, title in zip(axes, (0, 1), ('normal (label 0)', 'tumour / anomalous (label 1)')):
+    for ax, cls, title in zip(axes, (0, 1), ('label 0 (normal)', 'label 1 (anomalous)')):
         if not np.any(labels == cls):
             ax.set_axis_off()
             continue
