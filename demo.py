@@ -11,7 +11,10 @@ It runs the commands a user would type, printing each one before it runs:
   7. tools.train_encoder: an f-AnoGAN encoder for the trained generator, on the training patches;
   8. projector.py: a few normal and a few tumour patches mapped into the latent space;
   9. tools.anomaly evaluate --score=perceptual: AUROC of held-out normal (0) against tumour (1) patches;
- 10. tools.report: one self-contained page, <outdir>/report.html, with every picture and number.
+ 10. the other direction: a GAN and encoder of the tumour tile's patches, then tools.anomaly evaluate
+     --score=critic of held-out tile patches (0) against held-out slide patches (1). At CPU scale only this
+     direction is detected (README, tools.anomaly);
+ 11. tools.report: one self-contained page, <outdir>/report.html, with every picture and number.
 """
 
 import csv
@@ -47,10 +50,10 @@ SPLIT_SEED = 0
 # (0.1 kimg) suits a short run.
 PROFILES = {
     'full': dict(patch=32, kimg=20.0, ticks=5, metric_images=128, encoder_kimg=0.5, encoder_batch=16, per_class=4,
-                 project_steps=100, eval_per_class=100, real_floor=True,
+                 project_steps=100, eval_per_class=100, real_floor=True, tile_kimg=1.0, tile_encoder_kimg=0.16,
                  train=['--cbase=512', '--cmax=64', '--map=2', '--batch=16', '--gamma=0.1', '--ema=0.1']),
     'quick': dict(patch=32, kimg=0.02, ticks=1, metric_images=8, encoder_kimg=0.016, encoder_batch=8, per_class=2,
-                  project_steps=4, eval_per_class=8, real_floor=False,
+                  project_steps=4, eval_per_class=8, real_floor=False, tile_kimg=0.02, tile_encoder_kimg=0.016,
                   train=['--cbase=512', '--cmax=32', '--map=1', '--batch=4', '--gamma=0.1', '--ema=0.01']),
 }
 
@@ -104,12 +107,15 @@ def resample_image(source, dest, scale):
     print(f'{source}: {img.width}x{img.height} -> {dest}: {size[0]}x{size[1]}')
 
 
-def make_evaluation_sets(normal, tumour, labelled, targets, per_class, limit=None):
+def make_evaluation_sets(normal, tumour, labelled, targets=None, per_class=0, limit=None, kinds=('normal', 'tumour')):
     """A labelled zip (normal 0, tumour 1) of the patches (at most `limit` of each kind), and a folder of the
-    first `per_class` of each kind for the projector."""
-    sets = [('normal', 0, read_dataset_zip(normal)[:limit]), ('tumour', 1, read_dataset_zip(tumour)[:limit])]
+    first `per_class` of each kind for the projector (when `targets` is given). `kinds` name the members."""
+    sets = [(kinds[0], 0, read_dataset_zip(normal)[:limit]), (kinds[1], 1, read_dataset_zip(tumour)[:limit])]
     write_dataset_zip(labelled, [(f'{kind}/{os.path.basename(name)}', data, label)
                                  for kind, label, members in sets for name, data, _ in members])
+    if targets is None:
+        print(f'{labelled}: ' + ', '.join(f'{len(m)} {kind} ({label})' for kind, label, m in sets))
+        return
     shutil.rmtree(targets, ignore_errors=True)  # a rerun with fewer targets must not project stale ones
     os.makedirs(targets)
     for kind, _label, members in sets:
@@ -233,7 +239,8 @@ def prepare_data(demo, out, profile):
     p = {k: os.path.join(out, v) for k, v in dict(
         all=f'cmu-{size}.zip', train=f'cmu-{size}-train.zip', heldout=f'cmu-{size}-heldout.zip',
         tile='tumour-tile-0.499um.png', tumour=f'tumour-{size}.zip', labelled='anomaly-heldout.zip',
-        targets='projection-targets', preview='preview').items()}
+        targets='projection-targets', preview='preview', tumour_train=f'tumour-{size}-train.zip',
+        tumour_heldout=f'tumour-{size}-heldout.zip', reverse='anomaly-tile-vs-slide.zip').items()}
     cut = ['dataset_tool.py', f'--patch-size={size}', '--level=0', '--tissue-min=0.9', '--overwrite']
     demo.run(f'Cutting {size} px tissue patches out of the slide (Fig 2 preview panel beside them)', cut[:1] + [
         f'--source={slide}', f'--dest={shown(p["all"])}', '--label=normal', f'--preview={shown(p["preview"])}'] + cut[1:])
@@ -251,6 +258,12 @@ def prepare_data(demo, out, profile):
                     f'make_evaluation_sets({q(shown(p["heldout"]))}, {q(shown(p["tumour"]))}, '
                     f'{q(shown(p["labelled"]))}, {q(shown(p["targets"]))}, {profile["per_class"]}, '
                     f'limit={profile["eval_per_class"]})')
+    demo.run_python('Holding out a quarter of the tumour patches too, for the other direction (a GAN of the tumour)',
+                    f'split_patches({q(shown(p["tumour"]))}, {q(shown(p["tumour_train"]))}, '
+                    f'{q(shown(p["tumour_heldout"]))})')
+    demo.run_python('Labelling held-out tumour (0, the GAN\'s tissue) and held-out slide (1) patches for it',
+                    f'make_evaluation_sets({q(shown(p["tumour_heldout"]))}, {q(shown(p["heldout"]))}, '
+                    f'{q(shown(p["reverse"]))}, limit={profile["eval_per_class"]}, kinds=("tile", "slide"))')
     return p
 
 
@@ -259,18 +272,20 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
-def train_gan(demo, out, p, profile, kimg):
-    runs = os.path.join(out, 'training-runs')
+def train_gan(demo, out, p, profile, kimg, data='train', runs='training-runs', what='the training patches'):
+    runs = os.path.join(out, runs)
     before = set(os.listdir(runs)) if os.path.isdir(runs) else set()
     train_args = profile['train']
-    print(f'\n(The GAN is a narrow config-e StyleGAN2 ({" ".join(train_args)}) trained for only {kimg:g} kimg so that '
-          'a CPU finishes in minutes; the paper trains 512-channel networks for thousands of kimg on GPUs.)')
-    demo.run(f'Training a narrow config-e StyleGAN2 for a short {kimg:g} kimg on the training patches', [
-        'train.py', f'--outdir={shown(runs)}', f'--data={shown(p["train"])}', '--cfg=config-e'] + train_args + [
+    if data == 'train':
+        print(f'\n(The GAN is a narrow config-e StyleGAN2 ({" ".join(train_args)}) trained for only {kimg:g} kimg so '
+              'that a CPU finishes in minutes; the paper trains 512-channel networks for thousands of kimg on GPUs.)')
+    demo.run(f'Training a narrow config-e StyleGAN2 for a short {kimg:g} kimg on {what}', [
+        'train.py', f'--outdir={shown(runs)}', f'--data={shown(p[data])}', '--cfg=config-e'] + train_args + [
         f'--kimg={kimg:g}', f'--tick={kimg / profile["ticks"]:g}', f'--snap={profile["ticks"]}', '--mirror=1',
         '--augpipe=histo', '--metrics=none', '--workers=0'])
     run_dir = new_run_dir(runs, before)
-    demo.number('training time (s)', round(demo.steps[-1]['seconds'], 1))
+    if data == 'train':
+        demo.number('training time (s)', round(demo.steps[-1]['seconds'], 1))
     return run_dir, latest(run_dir, 'network-snapshot-', '.pkl')
 
 
@@ -308,17 +323,37 @@ def measure(demo, p, snapshot, profile, metric_images):
                     demo.number(f'{key} (training reals vs held-out reals)', float(value))
 
 
-def detect_anomalies(demo, out, p, snapshot, profile):
-    enc_runs, projection, anomaly = (os.path.join(out, n) for n in ('encoder-runs', 'projection', 'anomaly'))
+def train_encoder(demo, out, snapshot, data, kimg, batch, runs='encoder-runs', what='the normal training patches'):
+    enc_runs = os.path.join(out, runs)
     before = set(os.listdir(enc_runs)) if os.path.isdir(enc_runs) else set()
-    kimg = profile['encoder_kimg']
-    demo.run(f'Training an f-AnoGAN encoder (izi_f) for {kimg:g} kimg on the normal training patches', [
-        '-m', 'tools.train_encoder', f'--network={shown(snapshot)}', f'--data={shown(p["train"])}',
-        f'--outdir={shown(enc_runs)}', f'--kimg={kimg:g}', f'--batch={profile["encoder_batch"]}', f'--tick={kimg / 4:g}',
+    demo.run(f'Training an f-AnoGAN encoder (izi_f) for {kimg:g} kimg on {what}', [
+        '-m', 'tools.train_encoder', f'--network={shown(snapshot)}', f'--data={shown(data)}',
+        f'--outdir={shown(enc_runs)}', f'--kimg={kimg:g}', f'--batch={batch}', f'--tick={kimg / 4:g}',
         '--snap=4', '--lpips=0', '--lr=1e-3', '--workers=0'])
     enc_dir = new_run_dir(enc_runs, before)
-    encoder = latest(enc_dir, 'encoder-snapshot-', '.pkl')
+    return enc_dir, latest(enc_dir, 'encoder-snapshot-', '.pkl')
 
+
+def evaluate(demo, title, snapshot, encoder, data, outdir, score, label):
+    """tools.anomaly evaluate, its three metrics and the AUROC of every score term alone, as report numbers."""
+    text = demo.run(title, [
+        '-m', 'tools.anomaly', 'evaluate', f'--network={shown(snapshot)}', f'--encoder={shown(encoder)}',
+        f'--data={shown(data)}', f'--outdir={shown(outdir)}', '--method=encoder', f'--score={score}'])
+    found = json_lines(text)
+    if not found:
+        raise StepFailed('tools.anomaly evaluate printed no result line')
+    for key in ('AUROC', 'AUPR', 'F1max'):
+        demo.number(f'{label}anomaly {key}, {score} score ({os.path.splitext(os.path.basename(data))[0]})',
+                    float(found[-1][key]))
+    text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS, critic)',
+                           f'score_aurocs({q(shown(os.path.join(outdir, "scores.csv")))})')
+    for term, value in json_lines(text)[-1].items():
+        demo.number(f'{label}anomaly AUROC, {term} term alone', float(value))
+
+
+def detect_anomalies(demo, out, p, snapshot, profile):
+    projection, anomaly = os.path.join(out, 'projection'), os.path.join(out, 'anomaly')
+    enc_dir, encoder = train_encoder(demo, out, snapshot, p['train'], profile['encoder_kimg'], profile['encoder_batch'])
     demo.run(f'Projecting {profile["per_class"]} normal and {profile["per_class"]} tumour patches (encoder start, '
              f'then {profile["project_steps"]} LPIPS steps)', [
                  'projector.py', f'--network={shown(snapshot)}', f'--target={shown(p["targets"])}',
@@ -327,23 +362,24 @@ def detect_anomalies(demo, out, p, snapshot, profile):
     with open(os.path.join(projection, 'summary.csv'), newline='') as f:
         for row in csv.DictReader(f):
             demo.number(f'projection LPIPS, {os.path.splitext(row["name"])[0]}', float(row['lpips']))
-
-    text = demo.run('Anomaly detection: perceptual scores (LPIPS + D features) of held-out normal (0) vs tumour (1) patches', [
-        '-m', 'tools.anomaly', 'evaluate', f'--network={shown(snapshot)}', f'--encoder={shown(encoder)}',
-        f'--data={shown(p["labelled"])}', f'--outdir={shown(anomaly)}', '--method=encoder', '--score=perceptual'])
-    found = json_lines(text)
-    if not found:
-        raise StepFailed('tools.anomaly evaluate printed no result line')
-    for key in ('AUROC', 'AUPR', 'F1max'):
-        demo.number(f'anomaly {key}, perceptual score (held-out normal vs tumour)', float(found[-1][key]))
-    text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS, critic)',
-                           f'score_aurocs({q(shown(os.path.join(anomaly, "scores.csv")))})')
-    for term, value in json_lines(text)[-1].items():
-        demo.number(f'anomaly AUROC, {term} term alone', float(value))
+    evaluate(demo, 'Anomaly detection: perceptual scores (LPIPS + D features) of held-out normal (0) vs tumour (1) '
+             'patches', snapshot, encoder, p['labelled'], anomaly, 'perceptual', label='')
     return enc_dir, projection, anomaly
 
 
-def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, mode, wall):
+def detect_other_direction(demo, out, p, profile):
+    """A GAN of the tumour tile judging slide tissue: the direction that CPU-scale training does detect."""
+    anomaly = os.path.join(out, 'anomaly-tile-vs-slide')
+    _, snapshot = train_gan(demo, out, p, profile, profile['tile_kimg'], data='tumour_train',
+                            runs='training-runs-tile', what='the tumour tile\'s training patches')
+    _, encoder = train_encoder(demo, out, snapshot, p['tumour_train'], profile['tile_encoder_kimg'],
+                               profile['encoder_batch'], runs='encoder-runs-tile', what='the same tumour patches')
+    evaluate(demo, 'The other direction: critic scores (-D) of held-out tumour (0, the GAN\'s tissue) vs held-out '
+             'slide (1) patches', snapshot, encoder, p['reverse'], anomaly, 'critic', label='tile GAN: ')
+    return anomaly
+
+
+def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, reverse, mode, wall):
     fakes = latest(run_dir, 'fakes0', '.png')
     rel = lambda path: os.path.relpath(path, out)  # noqa: E731 - the manifest lives in `out`
     preview = sorted(f for f in os.listdir(p['preview']) if f.endswith('.png'))
@@ -373,6 +409,12 @@ def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, m
             dict(title='Anomaly detection (held-out normal vs tumour)',
                  images=[dict(path=rel(os.path.join(anomaly, 'roc.png')), caption='ROC curve'),
                          dict(path=rel(os.path.join(anomaly, 'fig4.png')), caption='query / reconstruction / residual')]),
+            dict(title='The other direction (a GAN of the tumour tile: held-out tumour vs slide patches)',
+                 text='A briefly trained GAN of this skin slide does not flag the tumour (above): the slide\'s '
+                      'epidermis resembles it at this patch size. A GAN of the tumour tile does flag the slide\'s '
+                      'tissue, here with the critic score -D(patch).',
+                 images=[dict(path=rel(os.path.join(reverse, 'roc.png')), caption='ROC curve'),
+                         dict(path=rel(os.path.join(reverse, 'fig4.png')), caption='query / reconstruction / residual')]),
             dict(title='Every number', numbers=demo.numbers),
             dict(title='Every command', steps=demo.steps),
         ])
@@ -423,9 +465,11 @@ def main(outdir, quick, patch_size, kimg, metric_images):
         grids = synthesize(demo, out, snapshot)
         measure(demo, p, snapshot, profile, metric_images)
         enc_dir, projection, anomaly = detect_anomalies(demo, out, p, snapshot, profile)
+        reverse = detect_other_direction(demo, out, p, profile)
         demo.number('demo wall time before the report (s)', round(time.time() - start, 1),
                     shlex.join(['python', 'demo.py'] + sys.argv[1:]))
-        manifest = write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, mode, time.time() - start)
+        manifest = write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, reverse, mode,
+                                  time.time() - start)
         report = os.path.join(out, 'report.html')
         demo.run('Writing the report', ['-m', 'tools.report', f'--manifest={shown(manifest)}', f'--out={shown(report)}'])
     except (StepFailed, UserError, OSError) as err:

@@ -21,12 +21,14 @@ from sklearn.metrics import roc_auc_score
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Steps in the order the demo runs them, as their printed command lines begin.
+EVALUATE = ['python -m tools.anomaly evaluate', 'python -c \'import demo; demo.score_aurocs(']
 STEP_COMMANDS = ['python dataset_tool.py', 'python -c \'import demo; demo.split_patches(',
                  'python -c \'import demo; demo.resample_image(', 'python dataset_tool.py',
+                 'python -c \'import demo; demo.make_evaluation_sets(', 'python -c \'import demo; demo.split_patches(',
                  'python -c \'import demo; demo.make_evaluation_sets(', 'python train.py', 'python generate.py',
                  'python style_mixing.py', 'python calc_metrics.py', 'python -m tools.train_encoder',
-                 'python projector.py', 'python -m tools.anomaly evaluate',
-                 'python -c \'import demo; demo.score_aurocs(', 'python -m tools.report']
+                 'python projector.py', *EVALUATE, 'python train.py', 'python -m tools.train_encoder', *EVALUATE,
+                 'python -m tools.report']
 
 
 def run_demo(out, *args, timeout):
@@ -61,13 +63,16 @@ def expected_numbers(out):
             for key, value in json.loads(f.readlines()[-1])['results'].items():
                 if key.startswith('fid') or key.endswith('_avg'):
                     found[key] = value
-    with open(out / 'anomaly' / 'metrics.json') as f:
-        metrics = json.load(f)
-    found.update({k: metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
-    with open(out / 'anomaly' / 'scores.csv', newline='') as f:
-        rows = list(csv.DictReader(f))
-    for term in ('residual', 'features', 'lpips', 'critic'):  # each term alone as the score, by scikit-learn
-        found[f'AUROC {term}'] = roc_auc_score([int(r['label']) for r in rows], [float(r[term]) for r in rows])
+    for folder in ('anomaly', 'anomaly-tile-vs-slide'):
+        with open(out / folder / 'metrics.json') as f:
+            metrics = json.load(f)
+        found.update({f'{folder} {k}': metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
+        with open(out / folder / 'scores.csv', newline='') as f:
+            rows = list(csv.DictReader(f))
+        for term in ('residual', 'features', 'lpips', 'critic'):  # each term alone as the score, by scikit-learn
+            values = [float(r[term]) for r in rows]
+            if all(np.isfinite(values)):
+                found[f'{folder} AUROC {term}'] = roc_auc_score([int(r['label']) for r in rows], values)
     with open(out / 'projection' / 'summary.csv', newline='') as f:
         found.update({f'lpips {row["name"]}': float(row['lpips']) for row in csv.DictReader(f)})
     for name in ('cmu-32', 'cmu-32-train', 'cmu-32-heldout', 'tumour-32'):
@@ -102,16 +107,23 @@ def test_demo_quick_runs_every_step(quick_demo):
     eval_pngs = pngs(out / 'anomaly-heldout.zip')
     assert all(eval_pngs[n] in heldout.values() for n, lab in labelled.items() if lab == 0)
     assert all(eval_pngs[n] in tumour.values() for n, lab in labelled.items() if lab == 1)
+    # The other direction: a GAN of tumour patches never sees its held-out ones (0); slide patches are held out (1).
+    tumour_train, tumour_heldout = pngs(out / 'tumour-32-train.zip'), pngs(out / 'tumour-32-heldout.zip')
+    assert not set(tumour_train) & set(tumour_heldout) and set(tumour_train) | set(tumour_heldout) == set(tumour)
+    reverse, reverse_pngs = labels(out / 'anomaly-tile-vs-slide.zip'), pngs(out / 'anomaly-tile-vs-slide.zip')
+    assert sorted(reverse.values()) == [0] * 8 + [1] * 8
+    assert all(reverse_pngs[n] in tumour_heldout.values() for n, lab in reverse.items() if lab == 0)
+    assert all(reverse_pngs[n] in heldout.values() for n, lab in reverse.items() if lab == 1)
 
     run_dir, numbers = expected_numbers(out)
     assert glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl'))
     assert len(glob.glob(str(out / 'generated' / 'seed*.png'))) == 36 and (out / 'style-mixing' / 'grid.png').is_file()
-    assert numbers['fid8'] > 0 and numbers['swd8_avg'] > 0 and 0 <= numbers['AUROC'] <= 1
+    assert numbers['fid8'] > 0 and numbers['swd8_avg'] > 0 and 0 <= numbers['anomaly AUROC'] <= 1
     assert len(glob.glob(str(out / 'projection' / '*' / 'residual.png'))) == 4
 
     page = (out / 'report.html').read_text()
     srcs = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(srcs) >= 9 and all(s.startswith('data:image/png;base64,') for s in srcs)
+    assert len(srcs) >= 11 and all(s.startswith('data:image/png;base64,') for s in srcs)
     for src in srcs:
         PIL.Image.open(io.BytesIO(base64.b64decode(src.split(',', 1)[1]))).verify()
     for value in numbers.values():
@@ -205,5 +217,5 @@ def test_demo_full_runs(tmp_path):
     stdout = run_demo(out, timeout=3600)
     assert 'Done in' in stdout
     _, numbers = expected_numbers(out)
-    assert numbers['fid128'] > 0 and 0 <= numbers['AUROC'] <= 1
+    assert numbers['fid128'] > 0 and 0 <= numbers['anomaly AUROC'] <= 1
     assert (out / 'report.html').is_file()
