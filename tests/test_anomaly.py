@@ -82,6 +82,21 @@ def test_fanogan_score_by_hand(one_thread):
         anomaly.score_patches(G, patches.astype(np.float32), method='encoder', E=E, D=D)
 
 
+@pytest.mark.parametrize('family', ['dcgan', 'wgan'])
+def test_discriminator_outputs_of_feature_families(family, one_thread):
+    """Families with D.features(): the critic term is D's own output for each image alone, the features are D's."""
+    from networks import dcgan, wgan
+    torch.manual_seed(0)
+    D = (dcgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, width=8) if family == 'dcgan' else
+         wgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, dim=8)).eval().requires_grad_(False)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    features, logits = train_encoder.discriminator_outputs(D, x)
+    alone = torch.cat([D(x[k:k + 1], None) for k in range(3)]).reshape(3)
+    torch.testing.assert_close(logits, alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(features, D.features(x, None).flatten(1))
+    torch.testing.assert_close(train_encoder.discriminator_features(D, x), features)
+
+
 def test_encoder_path_runs_vgg16_only_for_the_lpips_score(monkeypatch, one_thread):
     """--method encoder with the f-AnoGAN score never loads LPIPS; --score lpips adds it: LPIPS(x, x') + residual."""
     G, D = tiny_stylegan2(16)
