@@ -45,6 +45,8 @@ SPLIT_SEED = 0
 #   cbase 512,  cmax 64,  batch 16, gamma 0.1     24 kimg  FID 163 / SWD 63   <- chosen (12 kimg: 247 / 101)
 #   cbase 512,  cmax 64,  batch 32, gamma 0.1     32 kimg  FID 195 / SWD 71
 #   cbase 4096, cmax 128, batch 16, gamma 0.0128   4 kimg  FID 407 / SWD 214
+# Given 400 s each (one core): batch 8 reached 11 kimg at FID 205 / SWD 94, map 8 15 kimg at 239 / 95, the chosen
+# setting 20 kimg at 209 / 95 -- no better within run-to-run noise.
 # The narrow network costs ~20 s/kimg, the 128-channel one 5x that: in minutes of CPU the number of G/D updates
 # matters more than width, and batch 32 halves the updates for the same images. A short G_ema half-life
 # (0.1 kimg) suits a short run.
