@@ -125,7 +125,6 @@ class _LinearMap(torch.autograd.Function):
         return (None, None) + (tuple(result) if isinstance(result, (tuple, list)) else (result,))
 
 
-
 def _position_groups(positions, row_counts, columns, itemsize):
     """Bounds 0 = k0 < k1 < ... = positions of consecutive tile positions whose [positions, rows, columns]
     tensors (for every row count given) stay below max_group_bytes."""

@@ -167,18 +167,21 @@ struct Tiling
     int64_t tiles() const { return n * tiles_y * tiles_x; }
 };
 
-// Copies the rows x cols patch at (y0, x0) of image img, channels c0 + [0, len), between an NHWC image and a
-// patch: load reads zeros outside the image, store and add leave pixels outside it alone.
+// Copies the size x size patch of tile `tile` (its top-left pixel at (ty*m - pad, tx*m - pad) of its image),
+// channels c0 + [0, len), between an NHWC image and a patch: load reads zeros outside the image, store and add
+// leave pixels outside it alone.
 enum class Move { load, store, add };
 
 template <typename T>
-static void move_patch(T* image, const Tiling& g, int64_t channels, int64_t img, int64_t y0, int64_t x0,
-                       int64_t rows, int64_t cols, int64_t c0, int64_t len, T* patch, Move move)
+static void move_patch(T* image, const Tiling& g, int64_t channels, int64_t tile, int64_t size, int64_t c0,
+                       int64_t len, T* patch, Move move)
 {
-    for (int64_t p = 0; p < rows; p++)
-        for (int64_t q = 0; q < cols; q++)
+    const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
+    const int64_t y0 = ty * g.m - g.pad, x0 = tx * g.m - g.pad;
+    for (int64_t p = 0; p < size; p++)
+        for (int64_t q = 0; q < size; q++)
         {
-            T* buf = patch + (p * cols + q) * kChunk;
+            T* buf = patch + (p * size + q) * kChunk;
             const int64_t y = y0 + p, x = x0 + q;
             if (y < 0 || y >= g.h || x < 0 || x >= g.w)
             {
@@ -225,8 +228,7 @@ static std::vector<torch::Tensor> tiles_in(torch::Tensor x, torch::Tensor bt, in
         scalar_t* src = x.data_ptr<scalar_t>();
         for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            const int64_t img = tile / (tiles_y * tiles_x), ty = (tile / tiles_x) % tiles_y, tx = tile % tiles_x;
-            move_patch(src, g, channels, img, ty * m - pad, tx * m - pad, a, a, c0, len, buf.in.data(), Move::load);
+            move_patch(src, g, channels, tile, a, c0, len, buf.in.data(), Move::load);
             L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
             dst.move(tile, c0, len, buf.out.data(), false);
         });
@@ -264,10 +266,10 @@ static torch::Tensor tiles_in_adjoint(std::vector<torch::Tensor> dv, torch::Tens
                         for (int64_t c0 = 0; c0 < channels; c0 += kChunk)
                         {
                             const int64_t len = std::min(kChunk, channels - c0);
-                            src.move((img * g.tiles_y + ty) * g.tiles_x + tx, c0, len, buf.in.data(), true);
+                            const int64_t tile = (img * g.tiles_y + ty) * g.tiles_x + tx;
+                            src.move(tile, c0, len, buf.in.data(), true);
                             L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
-                            move_patch(dst, g, channels, img, ty * m - pad, tx * m - pad, a, a, c0, len, buf.out.data(),
-                                       Move::add);
+                            move_patch(dst, g, channels, tile, a, c0, len, buf.out.data(), Move::add);
                         }
                 }
             });
@@ -292,10 +294,9 @@ static torch::Tensor tiles_out(std::vector<torch::Tensor> prod, torch::Tensor at
         scalar_t* dst = y.data_ptr<scalar_t>();
         for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
             src.move(tile, c0, len, buf.in.data(), true);
             L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
-            move_patch(dst, g, channels, img, ty * m, tx * m, m, m, c0, len, buf.out.data(), Move::store);
+            move_patch(dst, g, channels, tile, m, c0, len, buf.out.data(), Move::store);
         });
     });
     return y;
@@ -316,8 +317,7 @@ static std::vector<torch::Tensor> tiles_out_adjoint(torch::Tensor dy, torch::Ten
         scalar_t* src = dy.data_ptr<scalar_t>();
         for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
         {
-            const int64_t img = tile / (g.tiles_y * g.tiles_x), ty = (tile / g.tiles_x) % g.tiles_y, tx = tile % g.tiles_x;
-            move_patch(src, g, channels, img, ty * m, tx * m, m, m, c0, len, buf.in.data(), Move::load);
+            move_patch(src, g, channels, tile, m, c0, len, buf.in.data(), Move::load);
             L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
             dst.move(tile, c0, len, buf.out.data(), false);
         });
