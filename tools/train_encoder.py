@@ -42,13 +42,14 @@ def per_image_minibatch_std(D):
         for m, size in zip(layers, saved):
             m.group_size = size
 
-def discriminator_outputs(D, img):
-    """(f(img) [N, F], D(img) [N]): the feature layer of the anomaly score and the logit, from one pass where the
-    family allows (StyleGAN2: the output of D.b4.fc is captured on the way to the logit)."""
+def discriminator_outputs(D, img, with_logits=True):
+    """(f(img) [N, F], D(img) [N] or None): the feature layer of the anomaly score and, when asked, the logit.
+    f is D.features where the family has it, else the output of D.b4.fc (StyleGAN2), captured on the way to
+    the logit, so StyleGAN2 gives both from one pass."""
     c = torch.zeros([img.shape[0], getattr(D, 'c_dim', 0)], device=img.device)
     with per_image_minibatch_std(D):
         if hasattr(D, 'features'):
-            return D.features(img, c).flatten(1), D(img, c).reshape(img.shape[0])
+            return D.features(img, c).flatten(1), (D(img, c).reshape(img.shape[0]) if with_logits else None)
         layer = getattr(getattr(D, 'b4', None), 'fc', None)
         if layer is None:
             raise dnnlib.util.UserError(f'{type(D).__name__} has neither features() nor b4.fc: no feature layer for the anomaly score')
@@ -58,15 +59,11 @@ def discriminator_outputs(D, img):
             logits = D(img, c)
         finally:
             handle.remove()
-        return captured[0].flatten(1), logits.reshape(img.shape[0])
+        return captured[0].flatten(1), (logits.reshape(img.shape[0]) if with_logits else None)
 
 def discriminator_features(D, img):
-    """f(img) [N, F]: D.features where the family has it, else the output of D.b4.fc (StyleGAN2)."""
-    if hasattr(D, 'features'):
-        c = torch.zeros([img.shape[0], getattr(D, 'c_dim', 0)], device=img.device)
-        with per_image_minibatch_std(D):
-            return D.features(img, c).flatten(1)
-    return discriminator_outputs(D, img)[0]
+    """f(img) [N, F] (see discriminator_outputs)."""
+    return discriminator_outputs(D, img, with_logits=False)[0]
 
 #----------------------------------------------------------------------------
 # Encoders and their snapshots.
