@@ -274,21 +274,24 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
-def train_gan(demo, out, p, profile, kimg, data='train', runs='training-runs', what='the training patches'):
+def train_gan(demo, out, data, profile, kimg, runs, what):
+    """train.py with the profile's narrow config-e settings on `data`; (run folder, last snapshot)."""
     runs = os.path.join(out, runs)
     before = set(os.listdir(runs)) if os.path.isdir(runs) else set()
-    train_args = profile['train']
-    if data == 'train':
-        print(f'\n(The GAN is a narrow config-e StyleGAN2 ({" ".join(train_args)}) trained for only {kimg:g} kimg so '
-              'that a CPU finishes in minutes; the paper trains 512-channel networks for thousands of kimg on GPUs.)')
     demo.run(f'Training a narrow config-e StyleGAN2 for a short {kimg:g} kimg on {what}', [
-        'train.py', f'--outdir={shown(runs)}', f'--data={shown(p[data])}', '--cfg=config-e'] + train_args + [
+        'train.py', f'--outdir={shown(runs)}', f'--data={shown(data)}', '--cfg=config-e'] + profile['train'] + [
         f'--kimg={kimg:g}', f'--tick={kimg / profile["ticks"]:g}', f'--snap={profile["ticks"]}', '--mirror=1',
         '--augpipe=histo', '--metrics=none', '--workers=0'])
     run_dir = new_run_dir(runs, before)
-    if data == 'train':
-        demo.number('training time (s)', round(demo.steps[-1]['seconds'], 1))
     return run_dir, latest(run_dir, 'network-snapshot-', '.pkl')
+
+
+def train_slide_gan(demo, out, p, profile, kimg):
+    print(f'\n(The GAN is a narrow config-e StyleGAN2 ({" ".join(profile["train"])}) trained for only {kimg:g} kimg '
+          'so that a CPU finishes in minutes; the paper trains 512-channel networks for thousands of kimg on GPUs.)')
+    result = train_gan(demo, out, p['train'], profile, kimg, 'training-runs', 'the training patches')
+    demo.number('training time (s)', round(demo.steps[-1]['seconds'], 1))
+    return result
 
 
 def synthesize(demo, out, snapshot):
@@ -372,8 +375,8 @@ def detect_anomalies(demo, out, p, snapshot, profile):
 def detect_other_direction(demo, out, p, profile):
     """A GAN of the tumour tile judging slide tissue: the direction that CPU-scale training does detect."""
     anomaly = os.path.join(out, 'anomaly-tile-vs-slide')
-    _, snapshot = train_gan(demo, out, p, profile, profile['tile_kimg'], data='tumour_train',
-                            runs='training-runs-tile', what='the tumour tile\'s training patches')
+    _, snapshot = train_gan(demo, out, p['tumour_train'], profile, profile['tile_kimg'], 'training-runs-tile',
+                            'the tumour tile\'s training patches')
     _, encoder = train_encoder(demo, out, snapshot, p['tumour_train'], profile['tile_encoder_kimg'],
                                profile['encoder_batch'], runs='encoder-runs-tile', what='the same tumour patches')
     evaluate(demo, 'The other direction: critic scores (-D) of held-out tumour (0, the GAN\'s tissue) vs held-out '
@@ -464,7 +467,7 @@ def main(outdir, quick, patch_size, kimg, metric_images):
     demo = Demo()
     try:
         p = prepare_data(demo, out, profile)
-        run_dir, snapshot = train_gan(demo, out, p, profile, kimg)
+        run_dir, snapshot = train_slide_gan(demo, out, p, profile, kimg)
         grids = synthesize(demo, out, snapshot)
         measure(demo, p, snapshot, profile, metric_images)
         enc_dir, projection, anomaly = detect_anomalies(demo, out, p, snapshot, profile)
