@@ -15,6 +15,7 @@ import PIL.Image
 
 TILE_SCALE = 0.5   # tumour tile (~0.25 um/px) -> the CMU slide's 0.499 um/px
 BLOCK = 256
+TILE_BLOCK = 128  # on the tumour tile resampled to 500 px: 3 x 3 blocks, two of them held out
 
 
 def resample_tile(tile, scale=TILE_SCALE):

@@ -19,12 +19,7 @@ reconstructs and accepts more readily. Those tests are strict xfails: when a cha
 fail as XPASS and the marker must go.
 """
 
-import csv
-import glob
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
@@ -32,22 +27,16 @@ import pytest
 from click.testing import CliRunner
 from sklearn import metrics
 
-from anomaly_data import BLOCK, block_crops, resample_tile, tumour_crops
+from anomaly_data import BLOCK, TILE_BLOCK, block_crops, resample_tile, tumour_crops
+from anomaly_runs import evaluate, read_scores, shuffled_auroc_bound, train_gan_and_encoder
 from datasets import write_dataset_zip
 from slide_map_inputs import write_lesion_slide
-from tools import anomaly, assets, slide_map, train_encoder
+from tools import assets, slide_map
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = 32
-GAN_KIMG = 0.32
-ENCODER_KIMG = 0.16
-TRAIN_ARGS = ['--cfg=config-e', '--cbase=512', '--cmax=64', '--map=2', '--batch=16', '--gamma=0.1', '--ema=0.1',
-              '--augpipe=histo', '--mirror=1', '--metrics=none', '--workers=1', f'--kimg={GAN_KIMG}',
-              '--tick=0.16', '--snap=100']
 SEEDS = (0, 1, 2)
-TILE_BLOCK = 128  # checkerboard blocks on the 500 px resampled tumour tile
 SCORES = dict(slide='perceptual', tile='critic')
 
 
@@ -64,36 +53,6 @@ def tissues(he_image, tumour_tile):
     tile = resample_tile(tumour_tile)
     return dict(slide=(he_image, BLOCK, tumour_crops(tumour_tile, RES, 120, seed=3)),
                 tile=(tile, TILE_BLOCK, block_crops(he_image, RES, 120, held_out=True, seed=2)))
-
-
-def train(folder, data, seed):
-    """(network pkl, encoder pkl) trained with this seed on the normal crops."""
-    cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={folder / "runs"}', f'--data={data}',
-           f'--seed={seed}', *TRAIN_ARGS]
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    network = sorted(glob.glob(str(folder / 'runs' / '*' / 'network-snapshot-*.pkl')))[-1]
-    encoder = train_encoder.train_encoder(network, data, str(folder / 'encoder'), kimg=ENCODER_KIMG, batch_size=16,
-                                          lr=1e-3, lpips_weight=0, device='cpu', progress=False, workers=1,
-                                          seed=seed)
-    return network, encoder
-
-
-def read_scores(path):
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return np.array([int(r['label']) for r in rows]), np.array([float(r['score']) for r in rows])
-
-
-def evaluate(folder, network, encoder, labelled, score):
-    """(reported metrics, labels, scores) of tools.anomaly evaluate on the labelled patches."""
-    outdir = folder / 'eval'
-    res = CliRunner().invoke(anomaly.cli, ['evaluate', '--network', network, '--encoder', encoder, '--data', labelled,
-                                           '--outdir', str(outdir), '--score', score, '--device', 'cpu', '--batch', '40'])
-    assert res.exit_code == 0, res.output
-    found = json.loads(res.output[res.output.rindex('{"AUROC"'):].splitlines()[0])
-    return (found, *read_scores(outdir / 'scores.csv'))
 
 
 def map_slide(folder, network, encoder, slide, xml):
@@ -122,8 +81,8 @@ def run_direction(direction, tmp_path_factory, he_image, tumour_tile, tissues):
     out = {}
     for seed in SEEDS:
         run = tmp_path_factory.mktemp(f'{direction}{seed}')
-        network, encoder = train(run, data, seed)
-        out[seed] = dict(evaluate=evaluate(run, network, encoder, labelled, SCORES[direction]))
+        network, encoder = train_gan_and_encoder(run, data, seed, workers=1)
+        out[seed] = dict(evaluate=evaluate(run / 'eval', network, encoder, labelled, SCORES[direction], '--batch', '40'))
         line = f'{direction}, seed {seed}: evaluate AUROC {out[seed]["evaluate"][0]["AUROC"]:.3f}'
         if direction == 'slide':
             found, labels, scores = map_slide(run, network, encoder, slide, xml)
@@ -147,13 +106,6 @@ def tile_runs(tmp_path_factory, he_image, tumour_tile, tissues):
 @pytest.fixture(params=['slide', 'tile'])
 def runs(request):
     return request.getfixturevalue(f'{request.param}_runs')
-
-
-def shuffled_auroc_bound(labels, scores, quantile=0.999, trials=2000, seed=0):
-    """The AUROC that label shuffling (a scorer that knows nothing) exceeds only with probability 1 - quantile."""
-    rnd = np.random.RandomState(seed)
-    found = [metrics.roc_auc_score(rnd.permutation(labels), scores) for _ in range(trials)]
-    return float(np.quantile(found, quantile))
 
 
 def test_reported_metrics_equal_sklearn_on_the_tools_own_csv(runs):
