@@ -212,28 +212,35 @@ static void for_tiles(const Tiling& g, int64_t channels, Body body)
     });
 }
 
-// x: [N, H, W, C] -> groups of [positions, tiles, C].
+// NHWC image -> groups of [positions, tiles, C]: each tile's size x size patch (size = l's columns) transformed
+// by l on both axes into l.rows x l.rows positions. Shared by tiles_in and tiles_out_adjoint.
+static std::vector<torch::Tensor> image_to_groups(const torch::Tensor& x, const torch::Tensor& l, const Tiling& g,
+                                                  const std::vector<int64_t>& bounds)
+{
+    const int64_t positions = l.size(0) * l.size(0), size = l.size(1), channels = x.size(3);
+    std::vector<torch::Tensor> groups = new_groups(bounds, positions, g.tiles(), channels, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "image_to_groups", [&]
+    {
+        const Matrix<scalar_t> L(l);
+        const Positions<scalar_t> dst(groups, positions);
+        scalar_t* src = x.data_ptr<scalar_t>();
+        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
+        {
+            move_patch(src, g, channels, tile, size, c0, len, buf.in.data(), Move::load);
+            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
+            dst.move(tile, c0, len, buf.out.data(), false);
+        });
+    });
+    return groups;
+}
+
+// x: [N, H, W, C] -> groups of [positions, tiles, C]; tile (ty, tx) reads rows ty*m - pad + [0, a).
 static std::vector<torch::Tensor> tiles_in(torch::Tensor x, torch::Tensor bt, int64_t m, int64_t pad,
                                            int64_t tiles_y, int64_t tiles_x, std::vector<int64_t> bounds)
 {
     check_input(x, 4, "x");
     x = x.contiguous();
-    const int64_t a = bt.size(0), channels = x.size(3);
-    const Tiling g{x.size(0), x.size(1), x.size(2), m, pad, tiles_y, tiles_x};
-    std::vector<torch::Tensor> v = new_groups(bounds, a * a, g.tiles(), channels, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tiles_in", [&]
-    {
-        const Matrix<scalar_t> L(bt);
-        const Positions<scalar_t> dst(v, a * a);
-        scalar_t* src = x.data_ptr<scalar_t>();
-        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
-        {
-            move_patch(src, g, channels, tile, a, c0, len, buf.in.data(), Move::load);
-            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
-            dst.move(tile, c0, len, buf.out.data(), false);
-        });
-    });
-    return v;
+    return image_to_groups(x, bt, Tiling{x.size(0), x.size(1), x.size(2), m, pad, tiles_y, tiles_x}, bounds);
 }
 
 // dv groups -> [N, H, W, C]; b is B (= (B^T)^T). Tiles overlap their neighbours by a - m rows, so rows of
@@ -307,22 +314,9 @@ static std::vector<torch::Tensor> tiles_out_adjoint(torch::Tensor dy, torch::Ten
 {
     check_input(dy, 4, "dy");
     dy = dy.contiguous();
-    const int64_t a = a_mat.size(0), m = a_mat.size(1), channels = dy.size(3);
-    const Tiling g{dy.size(0), dy.size(1), dy.size(2), m, 0, (dy.size(1) + m - 1) / m, (dy.size(2) + m - 1) / m};
-    std::vector<torch::Tensor> dprod = new_groups(bounds, a * a, g.tiles(), channels, dy.options());
-    AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "tiles_out_adjoint", [&]
-    {
-        const Matrix<scalar_t> L(a_mat);
-        const Positions<scalar_t> dst(dprod, a * a);
-        scalar_t* src = dy.data_ptr<scalar_t>();
-        for_tiles<scalar_t>(g, channels, [&](int64_t tile, int64_t c0, int64_t len, Patches<scalar_t>& buf)
-        {
-            move_patch(src, g, channels, tile, m, c0, len, buf.in.data(), Move::load);
-            L.apply(buf.in.data(), buf.tmp.data(), buf.out.data(), len);
-            dst.move(tile, c0, len, buf.out.data(), false);
-        });
-    });
-    return dprod;
+    const int64_t m = a_mat.size(1);
+    return image_to_groups(dy, a_mat, Tiling{dy.size(0), dy.size(1), dy.size(2), m, 0, (dy.size(1) + m - 1) / m,
+                                             (dy.size(2) + m - 1) / m}, bounds);
 }
 
 //------------------------------------------------------------------------
