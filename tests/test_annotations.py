@@ -91,6 +91,23 @@ def test_label_patches():
     np.testing.assert_array_equal(ann.label_patches(tumor, excl * 0, 0.25)[2], ann.LABEL_TUMOR)
 
 
+def test_regions_must_lie_on_the_slide(tmp_path):
+    path = tmp_path / 'tumor_001.xml'
+    path.write_text(ASAP_XML)  # regions span x, y 256..768
+    assert len(ann.load_annotations(str(path), (769, 769))) == 2
+    assert len(ann.load_annotations(str(path), (400, 400))) == 2  # partly on the slide: fine, clipped when rasterised
+    with pytest.raises(UserError, match=r'tumor_001.xml: tumor region 0 \(x 256..768, y 256..768\) lies outside the '
+                                        r'slide \(200 x 1000 px\)'):
+        ann.load_annotations(str(path), (200, 1000))
+    with pytest.raises(UserError, match='exclusion region 1'):  # the tumour region touches the slide, this does not
+        ann.check_on_slide(ann.load_annotations(str(path)), (1000, 300), str(path))
+    gj = tmp_path / 'b.geojson'
+    gj.write_text(json.dumps({'type': 'Feature', 'properties': {'classification': {'name': 'Tumor'}},
+                              'geometry': {'type': 'Polygon', 'coordinates': [[[-50, -50], [-10, -50], [-10, -10]]]}}))
+    with pytest.raises(UserError, match='lies outside the slide'):
+        ann.load_annotations(str(gj), (100, 100))
+
+
 def test_bad_annotations(tmp_path):
     bad = tmp_path / 'broken.xml'
     bad.write_text('<ASAP_Annotations><Annotations><Annotation PartOfGroup="_0">')

@@ -271,6 +271,8 @@ def bad_input_cases(tmp_path, slide_dir, he_slide_path):
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'badxml').mkdir()
     (tmp_path / 'badxml' / 'slide_a.xml').write_text('<ASAP_Annotations><Annotations><Annotation>')
+    (tmp_path / 'elsewhere').mkdir()  # level-0 pixels of another, larger slide
+    (tmp_path / 'elsewhere' / 'slide_a.xml').write_text(asap_xml([('_0', (50000, 60000, 52000, 62000))]))
     (tmp_path / 'orphan').mkdir()
     (tmp_path / 'orphan' / 'tumor_042.xml').write_text(asap_xml([('_0', TUMOR_RECT)]))
     blank = np.full((600, 500, 3), 243, np.uint8)
@@ -285,6 +287,8 @@ def bad_input_cases(tmp_path, slide_dir, he_slide_path):
         ('empty folder', ['--source', tmp_path / 'empty'], 'no images found'),
         ('malformed xml', ['--source', slide, '--annotations', tmp_path / 'badxml', '--label', 'from-annotations'],
          'cannot parse ASAP XML'),
+        ('annotation off the slide', ['--source', slide, '--annotations', tmp_path / 'elsewhere', '--label',
+                                      'from-annotations'], 'slide_a.xml: tumor region 0 (x 50000..52000'),
         ('annotation for missing slide', ['--source', slide, '--annotations', tmp_path / 'orphan'],
          'not in --source'),
         ('patch larger than slide', ['--source', slide, '--patch-size', 4096], 'larger than the slide'),

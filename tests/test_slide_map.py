@@ -130,7 +130,8 @@ def test_interrupted_run_resumes_to_the_straight_result(straight, lesion, tmp_pa
                                rtol=1e-5, equal_nan=True)
 
 
-@pytest.mark.parametrize('case', ['missing-slide', 'not-a-slide', 'broken-xml', 'bad-coordinate', 'folder-typo'])
+@pytest.mark.parametrize('case', ['missing-slide', 'not-a-slide', 'broken-xml', 'bad-coordinate', 'off-the-slide',
+                                  'folder-typo'])
 def test_bad_inputs_one_line_and_nothing_written(lesion, tmp_path, case):
     slide, xml = lesion['slide'], None
     if case == 'missing-slide':
@@ -144,6 +145,9 @@ def test_bad_inputs_one_line_and_nothing_written(lesion, tmp_path, case):
     elif case == 'bad-coordinate':
         xml = tmp_path / 'lesion.xml'
         xml.write_text(asap_xml([LESION_BOX]).replace('X="1100"', 'X="left"'))
+    elif case == 'off-the-slide':  # micrometres instead of pixels, say, on a bigger slide
+        xml = tmp_path / 'lesion.xml'
+        xml.write_text(asap_xml([tuple(20 * v for v in LESION_BOX)]))
     else:
         xml = tmp_path / 'ann'
         xml.mkdir()

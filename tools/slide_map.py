@@ -95,11 +95,11 @@ def check_inputs(paths, annotations):
     stops the run with one line at once. Returns the regions per slide (None: no annotation file)."""
     regions = []
     for path in paths:
-        with wsi.open_slide(path):
-            pass
+        with wsi.open_slide(path) as slide:
+            dimensions = slide.dimensions
         found = annotation_for(annotations, path, len(paths) > 1)
         if found is not None:
-            regions.append(ann.load_annotations(found))
+            regions.append(ann.load_annotations(found, dimensions))
         else:  # in an annotation folder, a slide without a file is a normal slide (CAMELYON16 normal_*.tif)
             regions.append(None if annotations is None else [])
     return regions

@@ -28,13 +28,29 @@ LABEL_SKIP, LABEL_NORMAL, LABEL_TUMOR = -1, 0, 1
 # Parsing. A region is EasyDict(kind=TUMOR|EXCLUSION, rings=[exterior, hole, ...]) with float64 [K, 2] (x, y) rings.
 
 
-def load_annotations(path: str) -> list[EasyDict]:
+def load_annotations(path: str, dimensions: tuple[int, int] | None = None) -> list[EasyDict]:
+    """The regions of one annotation file; with the slide's level-0 `dimensions`, also checked to lie on it."""
     ext = os.path.splitext(path)[1].lower()
     if ext == '.xml':
-        return parse_asap_xml(path)
-    if ext in ('.geojson', '.json'):
-        return parse_geojson(path)
-    raise UserError(f'{path}: unknown annotation format (expected {", ".join(ANNOTATION_EXTENSIONS)})')
+        regions = parse_asap_xml(path)
+    elif ext in ('.geojson', '.json'):
+        regions = parse_geojson(path)
+    else:
+        raise UserError(f'{path}: unknown annotation format (expected {", ".join(ANNOTATION_EXTENSIONS)})')
+    if dimensions is not None:
+        check_on_slide(regions, dimensions, path)
+    return regions
+
+
+def check_on_slide(regions: list[EasyDict], dimensions: tuple[int, int], path: str) -> None:
+    """A region wholly outside the slide means the wrong slide's file, or coordinates at another level or in
+    micrometres: stop, rather than label every patch normal and report a meaningless AUROC."""
+    w, h = dimensions
+    for k, region in enumerate(regions):
+        (x0, y0), (x1, y1) = region.rings[0].min(axis=0), region.rings[0].max(axis=0)
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise UserError(f'{path}: {region.kind} region {k} (x {x0:g}..{x1:g}, y {y0:g}..{y1:g}) lies outside the '
+                            f'slide ({w} x {h} px); annotations must be level-0 pixels of this slide')
 
 
 def parse_asap_xml(path: str) -> list[EasyDict]:

@@ -327,7 +327,7 @@ def convert_slides(source: str, dest: str, opts: EasyDict, annotations_dir: str 
                 regions = None
                 if annotations_dir is not None:
                     ann_path = ann.find_annotation(annotations_dir, slide.name)
-                    regions = ann.load_annotations(ann_path) if ann_path is not None else None
+                    regions = ann.load_annotations(ann_path, slide.dimensions) if ann_path is not None else None
                 level_image = read_level_if_cheap(slide, opts)
                 plan = plan_slide(slide, opts, regions, level_image=level_image)
                 warning = resolution_warning(slide)  # after planning: a refused --mpp gets one line, no warning
