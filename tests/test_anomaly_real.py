@@ -14,9 +14,9 @@ is NOT at this scale, whatever the score: measured over seeds 0/1/2, perceptual 
 0.72 / 0.36 / 0.41 at 0.32 kimg; critic 0.14 / 0.54 / 0.64 at 0.32 kimg, 0.33 / 0.71 / 0.25 at 4 kimg, 0.36 (seed 0)
 at 10 kimg; f-AnoGAN 0.57 / 0.61 / 0.54 with 32 px patches at half the resolution; with 64 px patches at 4 kimg
 LPIPS 0.74 / 0.61 / 0.66 / 0.27 and critic 0.15 / 0.77 / 0.72 / 0.72 (seeds 0-3); with 32 px patches at 2 um/px
-critic 0.13 / 0.26 / 0.96 / 0.67; a DCGAN (the AnoGAN baseline) at 64 px, 1 and 10 kimg, 0.38-0.59 for every score. The slide's epidermis looks much
-like the tumour at 16-32 um per patch, and the tumour is smoother than the dermis, which a briefly trained GAN
-reconstructs and accepts more readily. Those tests are strict xfails: when a change makes every seed detect, they
+critic 0.13 / 0.26 / 0.96 / 0.67; a DCGAN (the AnoGAN baseline) at 64 px, 1 and 10 kimg, 0.38-0.59 for every
+score. The slide's epidermis looks much like the tumour at 16-32 um per patch, and the tumour is smoother than the
+dermis, which a briefly trained GAN reconstructs and accepts more readily. Those tests are strict xfails: when a change makes every seed detect, they
 fail as XPASS and the marker must go.
 """
 
