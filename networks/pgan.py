@@ -90,18 +90,8 @@ class Generator(torch.nn.Module):
         self.lod.fill_(float(lod))
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode='const', force_fp32=False, **_kwargs):
-        level, alpha = progressive.split_lod(self.lod, self.img_resolution)
-        fine_res = self.img_resolution >> level
         x = progressive.pixel_norm(z.to(torch.float32)) * truncation_psi
-        coarse_img = None
-        for res in [r for r in self.resolutions if r <= fine_res]:
-            x = getattr(self, f'b{res}')(x)
-            if res == fine_res // 2 and alpha > 0:
-                coarse_img = getattr(self, f'b{res}').torgb(x)
-        img = getattr(self, f'b{fine_res}').torgb(x)
-        if coarse_img is not None:
-            img = progressive.crossfade(img, progressive.upscale(coarse_img, 2), alpha)
-        return progressive.upscale(img, 2 ** level)
+        return progressive.grow_image(self, x, lambda block, _index, x: block(x))
 
 #----------------------------------------------------------------------------
 

@@ -60,6 +60,24 @@ def fade_reals(img, lod):
     return upscale(fine, 2 ** level)
 
 
+def grow_image(net, x, run_block):
+    """A growing generator's image at its current lod: `run_block(block, index, x)` for each block up to the
+    finest active resolution, that block's toRGB cross-faded with the coarser level's while alpha > 0, then
+    enlarged to full resolution. `net` has `lod`, `img_resolution`, `resolutions` and blocks named b<res>."""
+    level, alpha = split_lod(net.lod, net.img_resolution)
+    fine_res = net.img_resolution >> level
+    coarse_img = None
+    for index, res in enumerate(r for r in net.resolutions if r <= fine_res):
+        block = getattr(net, f'b{res}')
+        x = run_block(block, index, x)
+        if res == fine_res // 2 and alpha > 0:
+            coarse_img = block.torgb(x)
+    img = getattr(net, f'b{fine_res}').torgb(x)
+    if coarse_img is not None:
+        img = crossfade(img, upscale(coarse_img, 2), alpha)
+    return upscale(img, 2 ** level)
+
+
 def pixel_norm(x, eps=1e-8):
     """Scale each sample's feature vector (dim 1) to unit mean square (Karras et al. 2018, Sec. 4.2)."""
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()

@@ -148,18 +148,9 @@ class SynthesisNetwork(torch.nn.Module):
 
     def forward(self, ws, noise_mode='random', force_fp32=False, **_kwargs):
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
-        level, alpha = progressive.split_lod(self.lod, self.img_resolution)
-        fine_res = self.img_resolution >> level
-        x = coarse_img = None
-        for idx, res in enumerate(r for r in self.resolutions if r <= fine_res):
-            block = getattr(self, f'b{res}')
-            x = block(x, ws[:, 2 * idx: 2 * idx + 2].to(torch.float32), noise_mode=noise_mode)
-            if res == fine_res // 2 and alpha > 0:
-                coarse_img = block.torgb(x)
-        img = getattr(self, f'b{fine_res}').torgb(x)
-        if coarse_img is not None:
-            img = progressive.crossfade(img, progressive.upscale(coarse_img, 2), alpha)
-        return progressive.upscale(img, 2 ** level)
+        ws = ws.to(torch.float32)
+        return progressive.grow_image(self, None, lambda block, index, x: block(
+            x, ws[:, 2 * index: 2 * index + 2], noise_mode=noise_mode))
 
 #----------------------------------------------------------------------------
 
