@@ -177,7 +177,7 @@ def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num
             level_image = slide.read_level(plan.geom.level)
     new_file = not done
     bar = tqdm.tqdm(total=len(plan.kept), initial=len(done), desc=slide_name(path), unit='patch',
-                    disable=not progress, dynamic_ncols=True)
+                    disable=not progress or not len(plan.kept), dynamic_ncols=True)
     with open(partial, 'a' if done else 'w', newline='') as f, pt.PatchReader(workers) as reader:
         writer = csv.writer(f)
         if new_file:
