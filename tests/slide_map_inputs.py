@@ -28,11 +28,13 @@ def write_lesion_slide(folder, he_image, tumour_tile, name='lesion', box=LESION_
     return slide, str(xml)
 
 
-def asap_xml(boxes, group='Tumor'):
-    """ASAP XML with one rectangular polygon per (x0, y0, x1, y1) box."""
+def asap_xml(boxes, group='Tumor', groups=None):
+    """ASAP XML with one rectangular polygon per (x0, y0, x1, y1) box, in `group` or in its entry of `groups`
+    (CAMELYON16: '_0'/'_1' tumour, '_2' exclusion)."""
     parts = ['<?xml version="1.0"?>', '<ASAP_Annotations>', '<Annotations>']
     for k, (x0, y0, x1, y1) in enumerate(boxes):
-        parts.append(f'<Annotation Name="Annotation {k}" Type="Polygon" PartOfGroup="{group}"><Coordinates>')
+        part_of = group if groups is None else groups[k]
+        parts.append(f'<Annotation Name="Annotation {k}" Type="Polygon" PartOfGroup="{part_of}"><Coordinates>')
         for order, (x, y) in enumerate([(x0, y0), (x1, y0), (x1, y1), (x0, y1)]):
             parts.append(f'<Coordinate Order="{order}" X="{x}" Y="{y}" />')
         parts.append('</Coordinates></Annotation>')

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
+from slide_map_inputs import asap_xml
 from tools.histology import slide_dataset, tissue, wsi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,20 +125,10 @@ def rect_ring(r):
     return [(r[0], r[1]), (r[2], r[1]), (r[2], r[3]), (r[0], r[3])]
 
 
-def asap_xml(regions):
-    parts = ['<?xml version="1.0"?><ASAP_Annotations><Annotations>']
-    for k, (group, rect) in enumerate(regions):
-        coords = ''.join(f'<Coordinate Order="{i}" X="{x:.1f}" Y="{y:.1f}"/>' for i, (x, y) in enumerate(rect_ring(rect)))
-        parts.append(f'<Annotation Name="A{k}" Type="Polygon" PartOfGroup="{group}"><Coordinates>{coords}'
-                     f'</Coordinates></Annotation>')
-    parts.append('</Annotations><AnnotationGroups/></ASAP_Annotations>')
-    return ''.join(parts)
-
-
 def test_labels_from_asap_xml(slide_dir, tmp_path):
     ann_dir = tmp_path / 'ann'
     ann_dir.mkdir()
-    (ann_dir / 'slide_a.xml').write_text(asap_xml([('_0', TUMOR_RECT), ('_2', EXCLUSION_RECT)]))
+    (ann_dir / 'slide_a.xml').write_text(asap_xml([TUMOR_RECT, EXCLUSION_RECT], groups=['_0', '_2']))
     dest = tmp_path / 'labelled.zip'
     run('--source', slide_dir, '--dest', dest, '--patch-size', 128, '--label', 'from-annotations',
         '--annotations', ann_dir)
@@ -272,9 +263,9 @@ def bad_input_cases(tmp_path, slide_dir, he_slide_path):
     (tmp_path / 'badxml').mkdir()
     (tmp_path / 'badxml' / 'slide_a.xml').write_text('<ASAP_Annotations><Annotations><Annotation>')
     (tmp_path / 'elsewhere').mkdir()  # level-0 pixels of another, larger slide
-    (tmp_path / 'elsewhere' / 'slide_a.xml').write_text(asap_xml([('_0', (50000, 60000, 52000, 62000))]))
+    (tmp_path / 'elsewhere' / 'slide_a.xml').write_text(asap_xml([(50000, 60000, 52000, 62000)], group='_0'))
     (tmp_path / 'orphan').mkdir()
-    (tmp_path / 'orphan' / 'tumor_042.xml').write_text(asap_xml([('_0', TUMOR_RECT)]))
+    (tmp_path / 'orphan' / 'tumor_042.xml').write_text(asap_xml([TUMOR_RECT], group='_0'))
     blank = np.full((600, 500, 3), 243, np.uint8)
     wsi.write_pyramid_tiff(str(tmp_path / 'blank.tif'), blank, levels=1, mpp=0.5)
     (tmp_path / 'exists.zip').write_bytes(b'keep me')
