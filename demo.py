@@ -131,11 +131,12 @@ def score_aurocs(scores_csv):
     """AUROC of each term of tools.anomaly's scores.csv used alone as the score (label 1 = tumour); one JSON line."""
     import math
     from sklearn.metrics import roc_auc_score
+    from tools.anomaly import SCORE_TERMS
     with open(scores_csv, newline='') as f:
         rows = list(csv.DictReader(f))
     labels = [int(row['label']) for row in rows]
     found = {}
-    for term in ('residual', 'features', 'lpips', 'critic'):
+    for term in SCORE_TERMS:
         values = [float(row[term]) for row in rows]
         if all(math.isfinite(v) for v in values):
             found[term] = roc_auc_score(labels, values)

@@ -38,8 +38,12 @@ import tqdm
 import dnnlib
 from tools import cli_utils, projection
 
-SCORE_FIELDS = ('score', 'residual', 'features', 'lpips', 'critic')
+SCORE_TERMS = ('residual', 'features', 'lpips', 'critic')
+SCORE_FIELDS = ('score',) + SCORE_TERMS
 SCORES = ('fanogan', 'lpips', 'perceptual', 'critic')
+SCORE_HELP = ('fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + kappa * '
+              'D-feature distance (both run VGG16 on every patch); critic: -D(patch), how little the discriminator '
+              'believes the patch is normal tissue  [default: fanogan for encoder, lpips otherwise]')
 
 def default_score(method):
     return 'fanogan' if method == 'encoder' else 'lpips'
@@ -249,10 +253,7 @@ _common = [
     click.option('--method', type=click.Choice(projection.METHODS), default='encoder', show_default=True,
                  help='How a patch is mapped into the latent space: encoder (one forward pass), lpips (projector '
                       'optimisation), hybrid (projector started from the encoder)'),
-    click.option('--score', type=click.Choice(SCORES),
-                 help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
-                      'kappa * D-feature distance; critic: -D(query), how little the discriminator believes the '
-                      'patch is normal tissue  [default: fanogan for encoder, lpips otherwise]'),
+    click.option('--score', type=click.Choice(SCORES), help=SCORE_HELP),
     click.option('--encoder', help='Encoder snapshot from tools.train_encoder (encoder, hybrid)', metavar='PKL'),
     click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the D-feature term (fanogan, perceptual)'),
     click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)  [default: 1000 / 250]'),

@@ -396,10 +396,7 @@ def _level_fits(geom):
 @click.option('--method', type=click.Choice(projection.METHODS), default='encoder', show_default=True,
               help='encoder: one forward pass per patch (f-AnoGAN score); lpips / hybrid: projector optimisation, '
                    'much slower')
-@click.option('--score', type=click.Choice(anomaly.SCORES),
-              help='fanogan: residual + kappa * D-feature distance; lpips: LPIPS + residual; perceptual: LPIPS + '
-                   'kappa * D-feature distance (both run VGG16 on every patch); critic: -D(patch), the '
-                   'discriminator\'s verdict  [default: fanogan for encoder, lpips otherwise]')
+@click.option('--score', type=click.Choice(anomaly.SCORES), help=anomaly.SCORE_HELP)
 @click.option('--patch-size', type=click.IntRange(min=pt.MIN_PATCH_SIZE),
               help='Patch side in pixels at --level/--mpp; resized to the network\'s resolution  [default: that '
                    'resolution]')
