@@ -96,7 +96,11 @@ class Discriminator(torch.nn.Module):
         """The last hidden layer's activations, flattened: [N, 8 * width * 4 * 4]."""
         return self.body(img.to(torch.float32)).flatten(1)
 
+    def logits_from_features(self, features):
+        """The logit [N, 1] from `features` (the anomaly score needs both, from one pass through the body)."""
+        return self.logit(features.reshape(features.shape[0], -1, 4, 4)).flatten(1)
+
     def forward(self, img, c=None, **_kwargs):
-        return self.logit(self.body(img.to(torch.float32))).flatten(1)
+        return self.logits_from_features(self.features(img, c))
 
 #----------------------------------------------------------------------------

@@ -119,7 +119,11 @@ class Discriminator(torch.nn.Module):
         """The critic's last hidden layer, flattened: [N, 4 * 4 * 8 * dim] (8192 for dim = 64)."""
         return self.blocks(self.fromrgb(img.to(torch.float32))).flatten(1)
 
+    def logits_from_features(self, features):
+        """The critic value [N, 1] from `features` (the anomaly score needs both, from one pass)."""
+        return self.out(features)
+
     def forward(self, img, c=None, **_kwargs):
-        return self.out(self.features(img, c))
+        return self.logits_from_features(self.features(img, c))
 
 #----------------------------------------------------------------------------

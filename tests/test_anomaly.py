@@ -90,11 +90,33 @@ def test_discriminator_outputs_of_feature_families(family, one_thread):
     D = (dcgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, width=8) if family == 'dcgan' else
          wgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, dim=8)).eval().requires_grad_(False)
     x = torch.rand(3, 3, 64, 64) * 2 - 1
+    if family == 'dcgan':
+        stem, trunk, head = (lambda img: img), D.body, (lambda f: D.logit(f))
+    else:
+        stem, trunk, head = D.fromrgb, D.blocks, (lambda f: D.out(f.flatten(1)))
+    passes = []
+    hook = trunk.register_forward_hook(lambda *_args: passes.append(1))
     features, logits = train_encoder.discriminator_outputs(D, x)
-    alone = torch.cat([D(x[k:k + 1], None) for k in range(3)]).reshape(3)
+    hook.remove()
+    assert len(passes) == 1  # features and logits from one pass through the trunk
+    alone = torch.cat([head(trunk(stem(x[k:k + 1]))) for k in range(3)]).reshape(3)
     torch.testing.assert_close(logits, alone, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(features, D.features(x, None).flatten(1))
     torch.testing.assert_close(train_encoder.discriminator_features(D, x), features)
+
+    class Unpickled(torch.nn.Module):  # a family from a pickle made before logits_from_features: D runs twice
+        def __init__(self):
+            super().__init__()
+            self.inner, self.c_dim = D, 0
+
+        def features(self, img, c=None):
+            return D.features(img, c)
+
+        def forward(self, img, c=None):
+            return D(img, c)
+    old_features, old_logits = train_encoder.discriminator_outputs(Unpickled(), x)
+    torch.testing.assert_close(old_logits, logits)
+    torch.testing.assert_close(old_features, features)
 
 
 def test_encoder_path_runs_vgg16_only_for_the_lpips_score(monkeypatch, one_thread):

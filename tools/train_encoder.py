@@ -44,12 +44,20 @@ def per_image_minibatch_std(D):
 
 def discriminator_outputs(D, img, with_logits=True):
     """(f(img) [N, F], D(img) [N] or None): the feature layer of the anomaly score and, when asked, the logit.
-    f is D.features where the family has it, else the output of D.b4.fc (StyleGAN2), captured on the way to
-    the logit, so StyleGAN2 gives both from one pass."""
+    f is D.features where the family has it (the logit then follows from it by D.logits_from_features; a
+    pickle from before that method runs D again), else the output of D.b4.fc (StyleGAN2), captured on the way
+    to the logit. Either way one pass gives both."""
     c = torch.zeros([img.shape[0], getattr(D, 'c_dim', 0)], device=img.device)
     with per_image_minibatch_std(D):
         if hasattr(D, 'features'):
-            return D.features(img, c).flatten(1), (D(img, c).reshape(img.shape[0]) if with_logits else None)
+            features = D.features(img, c)
+            if not with_logits:
+                logits = None
+            elif hasattr(D, 'logits_from_features'):
+                logits = D.logits_from_features(features)
+            else:
+                logits = D(img, c)
+            return features.flatten(1), (None if logits is None else logits.reshape(img.shape[0]))
         layer = getattr(getattr(D, 'b4', None), 'fc', None)
         if layer is None:
             raise dnnlib.util.UserError(f'{type(D).__name__} has neither features() nor b4.fc: no feature layer for the anomaly score')
