@@ -140,6 +140,8 @@ def _cfg_help():
 @click.option('--verify/--no-verify', default=True, help='Read the whole dataset zip and check its CRCs before training [default: verify]')
 @click.option('--cfg', help=_cfg_help(), metavar='NAME')
 @click.option('--gamma', help='R1 regularisation weight, replacing the preset\'s', type=float)
+@click.option('--glr', help='Generator learning rate, replacing the preset\'s (Adam) [default: from --cfg]', type=float, metavar='FLOAT')
+@click.option('--dlr', help='Discriminator learning rate, replacing the preset\'s (Adam) [default: from --cfg]', type=float, metavar='FLOAT')
 @click.option('--kimg', help='Training length in thousands of real images shown to D [default: from --cfg]', type=float, metavar='FLOAT')
 @click.option('--batch', help='Global batch size [default: from --cfg]', type=int, metavar='INT')
 @click.option('--ema', help='G_ema half-life in kimg; short runs need a short one [default: from --cfg]', type=float, metavar='FLOAT')

@@ -97,3 +97,16 @@ def test_knobs_land_in_the_network_kwargs(he_zip):
     assert args.G_kwargs.synthesis_kwargs.num_fp16_res == args.D_kwargs.num_fp16_res == 0
     assert args.D_kwargs.conv_clamp is None and args.D_kwargs.block_kwargs.freeze_layers == 1
     assert presets.PRESETS['config-e']['G']['synthesis_kwargs']['channel_base'] == 16384  # the table itself is untouched
+
+
+def test_learning_rates_replace_the_presets(tmp_path, he_zip):
+    """--glr / --dlr set Adam's rate of G and D for any family; the published table stays as it was."""
+    from training import options
+    desc, args = options.build(data=he_zip, cfg='config-e', glr=0.005, dlr=0.001)
+    assert args.G_opt_kwargs.lr == 0.005 and args.D_opt_kwargs.lr == 0.001
+    assert 'glr0.005' in desc and 'dlr0.001' in desc
+    _desc, args = options.build(data=he_zip, cfg='config-e', glr=0.005)
+    assert args.G_opt_kwargs.lr == 0.005 and args.D_opt_kwargs.lr == presets.PRESETS['config-e']['D_opt']['lr'] == 0.002
+    assert presets.PRESETS['config-e']['G_opt']['lr'] == 0.002
+    last = _refused(tmp_path / 'runs', f'--data={he_zip}', '--cfg=config-e', '--dlr=0')
+    assert last == 'Error: --dlr must be positive'
