@@ -409,7 +409,9 @@ def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, r
                  images=[dict(path=rel(os.path.join(p['preview'], f)), caption=f) for f in preview]),
             dict(title='Real vs synthetic patches',
                  text='Left: training patches as the discriminator saw them. Right: the generator at the end of '
-                      'training (same grid size). Below: 36 more seeds from generate.py.',
+                      'training (same grid size), drawn by the training loop with fixed noise, so one noise pattern '
+                      'repeats in every patch. Below: 36 more seeds from generate.py with noise drawn per patch, as '
+                      'the FID draws them.',
                  images=[dict(path=rel(os.path.join(run_dir, 'reals.png')), caption='real (reals.png)'),
                          dict(path=rel(fakes), caption=f'synthetic ({os.path.basename(fakes)})'),
                          dict(path=rel(grids[0]), caption='generate.py --seeds=0-35 --grid --noise-mode=random')]),
