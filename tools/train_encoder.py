@@ -52,12 +52,9 @@ def discriminator_outputs(D, img, with_logits=True):
         if hasattr(D, 'features'):
             features = D.features(img, c)
             if not with_logits:
-                logits = None
-            elif hasattr(D, 'logits_from_features'):
-                logits = D.logits_from_features(features)
-            else:
-                logits = D(img, c)
-            return features.flatten(1), (None if logits is None else logits.reshape(img.shape[0]))
+                return features.flatten(1), None
+            logits = D.logits_from_features(features) if hasattr(D, 'logits_from_features') else D(img, c)
+            return features.flatten(1), logits.reshape(img.shape[0])
         layer = getattr(getattr(D, 'b4', None), 'fc', None)
         if layer is None:
             raise dnnlib.util.UserError(f'{type(D).__name__} has neither features() nor b4.fc: no feature layer for the anomaly score')

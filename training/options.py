@@ -138,10 +138,10 @@ def _preset(o, args, desc):
         _require(o.gamma >= 0, '--gamma must be non-negative')
         _apply_knob(cfg, row, 'gamma', o.gamma)
         desc += f'-gamma{o.gamma:g}'
-    for option, value in (('glr', o.glr), ('dlr', o.dlr)):
+    for option, value, optimizer in (('glr', o.glr, 'G_opt'), ('dlr', o.dlr, 'D_opt')):
         if value is not None:
             _require(value > 0, f'--{option} must be positive')
-            row[f'{option[0].upper()}_opt']['lr'] = value
+            row[optimizer].lr = value
             desc += f'-{option}{value:g}'
     args.total_kimg, args.batch_size, args.batch_gpu = row.kimg, row.batch, row.batch_gpu
     args.ema_kimg, args.ema_beta, args.ema_rampup = row.ema_kimg, row.ema_beta, row.ema_rampup
@@ -282,8 +282,8 @@ def _performance(o, args):
 
 #----------------------------------------------------------------------------
 
-OPTION_NAMES = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'glr', 'dlr', 'kimg', 'batch',
-                'ema', 'cbase', 'cmax', 'map', 'tick', 'phase_kimg', 'allow_highres', 'aug', 'p', 'target', 'augpipe',
+OPTION_NAMES = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'glr', 'dlr',
+                'kimg', 'batch', 'ema', 'cbase', 'cmax', 'map', 'tick', 'phase_kimg', 'allow_highres', 'aug', 'p', 'target', 'augpipe',
                 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'verify']
 
 
