@@ -7,7 +7,7 @@ tissue). Measured on one core with 0.32 kimg of training, training seeds 0-4: cr
 / 0.87 / 0.86, f-AnoGAN score 0.68 / 0.91 / 0.91 / 0.88 / 0.91.
 
 The other direction (a GAN of the CMU slide, tumour patches anomalous) is not detected at this scale: the tumour
-tissue is smoother, and a briefly trained GAN reconstructs and accepts smooth tissue more readily than the complex
+tissue has less contrast, and a briefly trained GAN reconstructs and accepts low-contrast tissue more readily than the
 tissue it was trained on. tests/test_anomaly_real.py (slow) measures both directions over several seeds.
 """
 

@@ -8,7 +8,7 @@ A query patch x is mapped into the latent space (tools/projection.py), giving a 
   of the pixel residual. Under a briefly trained GAN the pixel residual mostly measures brightness and colour
   mismatch (on CMU normal vs tumour-tile patches its AUROC fell between 0.37 and 0.64). LPIPS and the D features
   see more structure, but after CPU-minutes of training no score separates reliably (AUROC 0.57-0.85 over
-  training seeds; tests/test_anomaly_real.py): smooth tissue reconstructs better whatever its type;
+  training seeds; tests/test_anomaly_real.py): low-contrast tissue reconstructs better whatever its type;
 - `--score critic`: A(x) = -D(x), the discriminator's own verdict on the query (the discrimination term of AnoGAN
   and EGBAD, without a reconstruction). Measured on real H&E it is the strongest term when the normal tissue is
   narrow (a GAN of the tumour tile against CMU patches: AUROC 0.86-0.95 over five training seeds), and as
