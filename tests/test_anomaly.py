@@ -91,7 +91,7 @@ def test_discriminator_outputs_of_feature_families(family, one_thread):
          wgan.Discriminator(c_dim=0, img_resolution=64, img_channels=3, dim=8)).eval().requires_grad_(False)
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     if family == 'dcgan':
-        stem, trunk, head = (lambda img: img), D.body, (lambda f: D.logit(f))
+        stem, trunk, head = (lambda img: img), D.body, D.logit
     else:
         stem, trunk, head = D.fromrgb, D.blocks, (lambda f: D.out(f.flatten(1)))
     passes = []

@@ -17,8 +17,8 @@ LPIPS 0.74 / 0.61 / 0.66 / 0.27 and critic 0.15 / 0.77 / 0.72 / 0.72 (seeds 0-3)
 critic 0.13 / 0.26 / 0.96 / 0.67; a DCGAN (the AnoGAN baseline) at 64 px, 1 and 10 kimg, 0.38-0.59 for every
 score; complexity-corrected terms (Serra et al. 2020: minus a fit on log PNG bytes of normal patches) within 0.062 of
 the raw ones. The slide's epidermis looks much like the tumour at 16-32 um per patch, and the tumour patches have
-less contrast (not less texture), which a briefly trained GAN reconstructs and accepts more readily. Those tests are strict xfails: when a change makes every seed detect, they
-fail as XPASS and the marker must go.
+less contrast (not less texture), which a briefly trained GAN reconstructs and accepts more readily. Those tests are
+strict xfails: when a change makes every seed detect, they fail as XPASS and the marker must go.
 """
 
 import json
