@@ -238,7 +238,7 @@ def metric_count(n):
 # The pipeline.
 
 def prepare_data(demo, out, profile):
-    from tools import assets
+    from dnnlib import assets
     print('== Fetching the real H&E: the CMU-1-Small-Region slide and the TIA tumour tile (asset registry)', flush=True)
     slide, tile = assets.fetch('cmu-small-region'), assets.fetch('tia-tumour-tile')
     for name, path in (('cmu-small-region', slide), ('tia-tumour-tile', tile)):

@@ -32,7 +32,7 @@ FAMILIES = ('dcgan', 'wgan', 'pgan', 'stylegan', 'config-e')
 
 def cut_patches(dest, patch_size, stride):
     """64x64 tissue patches of the sample slide into a dataset zip; returns how many were kept."""
-    from tools import assets
+    from dnnlib import assets
     from tools.histology import slide_dataset
     opts = slide_dataset.default_options(patch_size=patch_size, stride=stride)
     summary = slide_dataset.convert_slides(assets.fetch('cmu-small-region'), dest, opts)

@@ -35,7 +35,7 @@ def he_patches(size, count, seed=0):
     """Real H&E tissue patches from the CMU-1-Small-Region slide (asset registry)."""
     import openslide
 
-    from tools import assets
+    from dnnlib import assets
     slide = openslide.OpenSlide(assets.fetch('cmu-small-region'))
     img = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert('RGB'))
     slide.close()
@@ -117,7 +117,7 @@ def main(batch, num_images, size, repeats, threads):
     if threads is not None:
         torch.set_num_threads(threads)
     # Keep the user's asset cache for the detector files while the stats cache is redirected below.
-    from tools import assets
+    from dnnlib import assets
     for name in ('inception-2015-12-05',):
         os.environ.setdefault(assets.get_asset(name).env_var, assets.fetch(name))
     patches = he_patches(size, max(batch, num_images))

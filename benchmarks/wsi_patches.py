@@ -19,7 +19,7 @@ import openslide
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnnlib import EasyDict  # noqa: E402
-from tools import assets  # noqa: E402
+from dnnlib import assets  # noqa: E402
 from tools.histology import slide_dataset  # noqa: E402
 from tools.histology.wsi import open_slide  # noqa: E402
 

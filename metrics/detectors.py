@@ -225,7 +225,7 @@ def detector_file(name: str, detector_dir: str | None = None) -> tuple[str, str]
     official or registry name (inception-2015-12-05.pt, default_1.pt, vgg16.pt, vgg16.ckpt) comes first."""
     if name not in DETECTORS:
         raise dnnlib.util.UserError(f"Unknown detector '{name}'; known: {', '.join(DETECTORS)}")
-    from tools import assets
+    from dnnlib import assets
     if detector_dir is not None and not os.path.isdir(detector_dir):
         raise dnnlib.util.UserError(f"Detector folder {detector_dir} does not exist")
     path = assets.fetch(name, search_dirs=[detector_dir] if detector_dir is not None else None)

@@ -35,7 +35,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def he_slide_path():
     """Path of the real H&E slide CMU-1-Small-Region (Aperio SVS, 2220x2967, 0.499 um/px)."""
-    from tools import assets
+    from dnnlib import assets
     return assets.fetch("cmu-small-region")
 
 

@@ -19,7 +19,7 @@ from sklearn import metrics
 from anomaly_data import TILE_BLOCK, block_crops, resample_tile
 from anomaly_runs import evaluate, shuffled_auroc_bound, train_gan_and_encoder
 from datasets import write_dataset_zip
-from tools import assets
+from dnnlib import assets
 
 RES = 32
 

@@ -33,7 +33,8 @@ from anomaly_data import BLOCK, TILE_BLOCK, block_crops, resample_tile, tumour_c
 from anomaly_runs import evaluate, read_scores, shuffled_auroc_bound, train_gan_and_encoder
 from datasets import write_dataset_zip
 from slide_map_inputs import write_lesion_slide
-from tools import assets, slide_map
+from dnnlib import assets
+from tools import slide_map
 
 pytestmark = pytest.mark.slow
 

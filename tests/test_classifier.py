@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from anomaly_data import any_tissue_crops as tissue_crops
 from datasets import write_dataset_zip
 from networks import stylegan2
-from tools import assets, classifier
+from dnnlib import assets
+from tools import classifier
 
 RES = 32
 

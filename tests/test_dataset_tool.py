@@ -370,7 +370,7 @@ def test_merge_rejects_mismatched_sources(basic_run, slide_dir, tmp_path):
 
 
 def test_plain_image_as_one_level_slide(tmp_path):
-    from tools import assets
+    from dnnlib import assets
     tile = assets.fetch('tia-tumour-tile')  # real H&E tumour tile, 1000x1000 PNG, no mpp
     run('--source', tile, '--dest', tmp_path / 'tile.zip', '--patch-size', 128, '--patches-per-slide', 6)
     _labels, meta, pngs = read_zip(tmp_path / 'tile.zip')

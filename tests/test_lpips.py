@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools import assets
+from dnnlib import assets
 from tools import lpips as our_lpips
 
 

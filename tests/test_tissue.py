@@ -107,7 +107,7 @@ PUBLISHED = np.load(os.path.join(os.path.dirname(__file__), 'data', 'published_m
 def test_published_thresholds_reproduce_old_masks(he_slide_path, method):
     """tests/data/published_masks.npz holds the masks and kept patches of the code before issue 11, computed on
     the real slide and the real tumour tile; the published option must give exactly those."""
-    from tools import assets
+    from dnnlib import assets
     from tools.histology import slide_dataset
     for name, path in (('cmu', he_slide_path), ('tile', assets.fetch('tia-tumour-tile'))):
         with wsi.open_slide(path) as slide:
@@ -166,7 +166,7 @@ def test_ink_filter_colours():
 def test_ink_filter_spares_clean_he(he_slide_path, method):
     """On the real tumour tile (no marker) the filter removes almost nothing; on cmu-small-region it finds the
     teal margin dye along the tissue edge (greener than red, which H&E never is) and little else."""
-    from tools import assets
+    from dnnlib import assets
     with wsi.open_slide(assets.fetch('tia-tumour-tile')) as slide:
         tile = slide.thumbnail(1)
     found = tissue.detect_tissue(tile, method, tissue.adaptive_scale(tile.shape[:2], None, 128 ** 2), ink_filter=True)

@@ -1,14 +1,12 @@
 """Helpers shared by the command-line tools: number ranges, network loading, images out, atomic writes."""
 
-import math
 import os
 import re
 
-import numpy as np
-import PIL.Image
 import torch
 
 import dnnlib
+from dnnlib.images import make_image_grid, save_image  # noqa: F401 (their old home; the CLIs import them from here)
 
 #----------------------------------------------------------------------------
 
@@ -90,34 +88,6 @@ def images_to_uint8(img):
     """Float images [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C] (rounding as the official tools do)."""
     assert img.ndim == 4
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-def make_image_grid(images, grid_w=None):
-    """uint8 [N, H, W, C] -> one uint8 [rows*H, grid_w*W, C] image, row-major, empty cells black."""
-    images = np.asarray(images)
-    assert images.ndim == 4 and images.dtype == np.uint8
-    n, h, w, c = images.shape
-    if grid_w is None:
-        grid_w = max(int(math.ceil(math.sqrt(n))), 1)
-    grid_h = max(int(math.ceil(n / grid_w)), 1)
-    grid = np.zeros([grid_h * h, grid_w * w, c], dtype=np.uint8)
-    for idx, image in enumerate(images):
-        y, x = divmod(idx, grid_w)
-        grid[y * h:(y + 1) * h, x * w:(x + 1) * w] = image
-    return grid
-
-def save_image(image, path):
-    """Write a uint8 HWC (C = 1 or 3) or HW image as PNG, atomically (temp file in the same folder, then rename)."""
-    image = np.asarray(image)
-    assert image.dtype == np.uint8
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    assert image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
-    try:
-        with dnnlib.util.atomic_write(path) as tmp:
-            PIL.Image.fromarray(image).save(tmp, format='PNG')  # uint8 HW -> 'L', HW3 -> 'RGB'
-    except OSError as err:  # e.g. a full disk: one line for the user, and atomic_write has removed the temp file
-        raise dnnlib.util.UserError(f"cannot write '{path}': {err.strerror or err}") from None
-    return path
 
 def make_outdir(outdir):
     """Create the output folder; one clear error if that is impossible."""

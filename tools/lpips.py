@@ -105,7 +105,7 @@ _loaded = dict()  # (path, device) -> network, so repeated projections do not re
 def load_lpips(device='cpu', path=None):
     """The LPIPS network (eval mode, no gradients) on `device`; weights from the `lpips-vgg16` asset
     (or `path`, a file the registry verifies)."""
-    from tools import assets
+    from dnnlib import assets
     file = assets.fetch('lpips-vgg16', path=path, verbose=False)
     key = (file, str(torch.device(device)))
     if key not in _loaded:

@@ -32,7 +32,7 @@ import psutil
 import torch
 
 import dnnlib
-from tools import cli_utils
+from dnnlib.images import make_image_grid, save_image
 from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training.dataset import ResumableSampler
@@ -111,7 +111,7 @@ def save_image_grid(img, fname, drange, grid_size):
     low, high = drange
     scaled = (np.asarray(img, dtype=np.float32) - low) * (255 / (high - low))
     pixels = np.rint(scaled).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    cli_utils.save_image(cli_utils.make_image_grid(pixels, grid_w=grid_size[0]), fname)
+    save_image(make_image_grid(pixels, grid_w=grid_size[0]), fname)
 
 
 @torch.no_grad()
