@@ -47,7 +47,13 @@ def test_encoder_loss_falls(trained):
     assert [r['tick'] for r in rows] == [1, 2, 3, 4]
     losses = [r['Loss/loss'] for r in rows]
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.9 * losses[0], losses
-    assert {'Loss/image', 'Loss/features', 'Loss/lpips'} <= set(rows[0])
+    # The izi_f objective by default: pixel and D-feature terms, no LPIPS.
+    assert {'Loss/image', 'Loss/features'} <= set(rows[0]) and 'Loss/lpips' not in rows[0]
+    for r in rows:
+        assert r['Loss/loss'] == pytest.approx(r['Loss/image'] + r['Loss/features'], rel=1e-6)
+    # The held-out patches (3 of 64) are scored every tick, and their loss falls too.
+    assert rows[-1]['Heldout/loss'] < rows[0]['Heldout/loss'], [r['Heldout/loss'] for r in rows]
+    assert {'Heldout/image', 'Heldout/features', 'Heldout/psnr', 'Heldout/psnr_margin', 'Heldout/diversity_ratio'} <= set(rows[0])
     assert os.path.basename(last) == 'encoder-snapshot-000000.320.pkl'
     assert os.path.isfile(train_encoder.state_path_for(last))
 
@@ -152,3 +158,57 @@ def test_stylegan2_features_are_b4_fc_and_batch_independent(one_thread):
     torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)
     assert both.shape == (4, D.b4.fc.weight.shape[0])
     assert D.b4.mbstd.group_size == 4  # restored
+
+
+def test_heldout_split_is_fixed_and_disjoint():
+    train, heldout = train_encoder.split_heldout(200, 0.05)
+    assert len(heldout) == 10 and len(train) == 190 and not set(train) & set(heldout)
+    assert sorted(set(train) | set(heldout)) == list(range(200))
+    again, heldout_again = train_encoder.split_heldout(200, 0.05)
+    assert np.array_equal(heldout, heldout_again) and np.array_equal(train, again)
+    assert len(train_encoder.split_heldout(10, 0.01)[1]) == 1          # at least one patch
+    assert len(train_encoder.split_heldout(10 ** 6, 0.5)[1]) == train_encoder.MAX_HELDOUT
+    assert len(train_encoder.split_heldout(7, 0)[1]) == 0
+    with pytest.raises(train_encoder.dnnlib.util.UserError, match='nothing to train on'):
+        train_encoder.split_heldout(1, 0.5)
+
+
+def test_heldout_row_is_the_loss_and_mapping_check_of_those_patches(sg2_setup, trained, one_thread):
+    """heldout_row against the loss terms and tools.mapping_quality recomputed here on the same patches."""
+    from tools import mapping_quality
+    pkl, _data, _ = sg2_setup
+    _, last = trained
+    G = cli_utils.load_network(pkl, device='cpu')
+    D = cli_utils.load_network(pkl, key='D', device='cpu')
+    E = train_encoder.load_encoder(last, G)
+    torch.manual_seed(0)
+    images = (torch.rand([5, 3, 16, 16]) * 255).to(torch.uint8)
+    mean_image = np.full([16, 16, 3], 100.0)
+    row = train_encoder.heldout_row(G, D, E, images, mean_image, kappa=2.0, lpips=None, lpips_weight=0, batch_size=2)
+    real = images.float() / 127.5 - 1
+    with torch.no_grad():
+        recon = G.synthesis(E(real).expand(-1, G.num_ws, -1), noise_mode='const')
+        f_real = train_encoder.discriminator_features(D, real)
+        f_recon = train_encoder.discriminator_features(D, recon)
+    image = float((recon - real).square().mean())
+    features = float((f_recon - f_real).square().mean())
+    assert row['Heldout/image'] == pytest.approx(image, rel=1e-5)
+    assert row['Heldout/features'] == pytest.approx(features, rel=1e-4)
+    assert row['Heldout/loss'] == pytest.approx(image + 2.0 * features, rel=1e-4)
+    quality = mapping_quality.mapping_quality(images.permute(0, 2, 3, 1).numpy(), cli_utils.images_to_uint8(recon),
+                                              mean_image)
+    assert row['Heldout/psnr_margin'] == pytest.approx(quality['psnr_margin'], abs=1e-4)
+    assert row['Heldout/diversity_ratio'] == pytest.approx(quality['diversity_ratio'], rel=1e-4)
+
+
+def test_lpips_is_opt_in_and_resume_keeps_the_split(sg2_setup, trained):
+    pkl, data, root = sg2_setup
+    _, last = trained
+    kwargs = dict(batch_size=16, tick_kimg=0.016, device='cpu', progress=False, workers=0,
+                  encoder_kwargs=dict(channel_base=128, channel_max=16))
+    run = train_encoder.train_encoder(pkl, data, str(root / 'lpips'), kimg=0.016, lpips_weight=0.5, **kwargs)
+    row, = _stats(str(root / 'lpips'))
+    assert row['Loss/loss'] == pytest.approx(row['Loss/image'] + row['Loss/features'] + 0.5 * row['Loss/lpips'], rel=1e-5)
+    assert 'Heldout/lpips' in row and run.endswith('000000.016.pkl')
+    with pytest.raises(train_encoder.dnnlib.util.UserError, match='--heldout=0.05'):
+        train_encoder.train_encoder(pkl, data, str(root / 'other-split'), kimg=0.4, resume=last, heldout=0, **kwargs)

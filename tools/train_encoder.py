@@ -1,9 +1,15 @@
 """Train the izi_f encoder of f-AnoGAN (Schlegl et al. 2019) for a frozen GAN.
 
-Loss per batch of real patches x:  MSE(x, G(E(x))) + kappa * MSE(f(G(E(x))), f(x)),  kappa = 1, where f is the
-discriminator's last feature layer (`D.features(img, c)` where a family has it; StyleGAN2: the output of
-`D.b4.fc`, read with a forward hook). W-space generators (StyleGAN2) get a residual encoder into W or W+ and
-an LPIPS term; z-space generators (WGAN-GP) get the critic-shaped encoder with tanh into z and RMSProp 5e-5.
+Loss per batch of real patches x (the izi_f objective, every family):  MSE(x, G(E(x))) + kappa * MSE(f(G(E(x))),
+f(x)),  kappa = 1, where f is the discriminator's last feature layer (`D.features(img, c)` where a family has it;
+StyleGAN2: the output of `D.b4.fc`, read with a forward hook). An LPIPS term is opt-in (`--lpips=WEIGHT`, W-space
+encoders only). W-space generators (StyleGAN2) get a residual encoder into W or W+ with Adam; z-space generators
+(WGAN-GP) get the critic-shaped encoder with tanh into z and RMSProp 5e-5.
+
+A fixed random part of the patches (`--heldout`, 5 % by default) is never trained on: each tick logs the loss on
+it (`Heldout/*` in stats.jsonl), and the mapping check of tools/mapping_quality.py (PSNR margin of the
+reconstructions over the mean training patch, and their diversity), so a run shows where training flattens and
+whether the encoder reconstructs rather than returning one average patch.
 
 Run dir `<outdir>/<id>-encoder-<dataset>/`: stats.jsonl (one line per tick), encoder-snapshot-<kimg>.pkl
 (dict with E and what it was trained for) and encoder-state-<kimg>.pt beside it (optimizer and position) so
@@ -20,11 +26,12 @@ import re
 import time
 
 import click
+import numpy as np
 import torch
 import tqdm
 
 import dnnlib
-from tools import cli_utils, projection
+from tools import cli_utils, mapping_quality, projection
 
 #----------------------------------------------------------------------------
 # Discriminator features.
@@ -144,10 +151,13 @@ def default_optimizer(E):
         return dnnlib.EasyDict(class_name='torch.optim.RMSprop', lr=5e-5)
     return dnnlib.EasyDict(class_name='torch.optim.Adam', lr=1e-4, betas=(0.9, 0.999))
 
-def encoder_loss(G, D, E, real, kappa=1.0, lpips=None, lpips_weight=1.0):
+def encoder_loss(G, D, E, real, kappa=1.0, lpips=None, lpips_weight=0.0):
     """EasyDict of the loss terms for a real batch float [N, C, R, R] in [-1, 1] (total in `loss`)."""
-    latent = E(real)
-    recon = projection.synthesize(G, latent)
+    return reconstruction_loss(D, real, projection.synthesize(G, E(real)), kappa, lpips, lpips_weight)
+
+def reconstruction_loss(D, real, recon, kappa=1.0, lpips=None, lpips_weight=0.0):
+    """The terms of encoder_loss for given reconstructions: image (pixel MSE), features (D-feature MSE), lpips
+    when an LPIPS network is given, and loss = image + kappa * features (+ lpips_weight * lpips)."""
     terms = dnnlib.EasyDict()
     terms.image = (recon - real).square().mean()
     with torch.no_grad():
@@ -160,9 +170,56 @@ def encoder_loss(G, D, E, real, kappa=1.0, lpips=None, lpips_weight=1.0):
         terms.loss = terms.loss + lpips_weight * terms.lpips
     return terms
 
-def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lpips_weight=1.0, w_plus=False,
+HELDOUT_SEED = 0           # the held-out split does not follow --seed: runs with other seeds are judged on the same patches
+MAX_HELDOUT = 1024         # at most this many held-out patches (they are all scored every tick)
+MEAN_IMAGE_SAMPLES = 4096  # training patches averaged into the mean training patch
+
+def split_heldout(num_images, fraction):
+    """(training indices, held-out indices), both sorted: a fixed random `fraction` of num_images (at least one
+    when fraction > 0, at most MAX_HELDOUT) is held out; the same split for every seed and every resume."""
+    if fraction <= 0:
+        return np.arange(num_images), np.arange(0)
+    count = min(max(int(round(num_images * fraction)), 1), MAX_HELDOUT)
+    if count >= num_images:
+        raise dnnlib.util.UserError(f'--heldout={fraction:g} of {num_images} patches leaves nothing to train on')
+    order = np.random.RandomState(HELDOUT_SEED).permutation(num_images)
+    return np.sort(order[count:]), np.sort(order[:count])
+
+def read_images(dataset, indices):
+    """uint8 [N, C, R, R] of the dataset's images at `indices`."""
+    return torch.from_numpy(np.stack([dataset[int(idx)][0] for idx in indices])) if len(indices) else None
+
+def heldout_row(G, D, E, heldout, constant, kappa, lpips, lpips_weight, batch_size):
+    """stats.jsonl fields for the held-out patches uint8 [N, C, R, R]: the mean of each loss term, and the mapping
+    check against the constant image (mean training patch, [R, R, C] on 0..255): PSNR, its margin, diversity."""
+    device = next(E.parameters()).device
+    was_training = E.training
+    E.eval()
+    sums, recons = {}, []
+    with torch.no_grad():
+        for real in heldout.split(batch_size):
+            real = real.to(device).to(torch.float32) / 127.5 - 1
+            recon = projection.synthesize(G, E(real))
+            for key, value in reconstruction_loss(D, real, recon, kappa, lpips, lpips_weight).items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(real)
+            recons.append(cli_utils.images_to_uint8(recon.clamp(-1, 1)))
+    E.train(was_training)
+    row = {f'Heldout/{k}': v / len(heldout) for k, v in sums.items()}
+    quality = mapping_quality.mapping_quality(heldout.permute(0, 2, 3, 1).numpy(), np.concatenate(recons), constant)
+    row.update({'Heldout/psnr': quality['psnr_recon'], 'Heldout/psnr_mean_image': quality['psnr_constant'],
+                'Heldout/psnr_margin': quality['psnr_margin'], 'Heldout/diversity_ratio': quality['diversity_ratio']})
+    return row
+
+def tick_line(row):
+    """The line printed per tick: training and held-out loss, held-out PSNR, its margin and the diversity ratio."""
+    show = lambda key, spec: 'n/a' if row.get(key) is None else format(row[key], spec)  # noqa: E731
+    return (f'kimg {row["kimg"]:<8g} loss {show("Loss/loss", ".4f")}  held-out {show("Heldout/loss", ".4f")}  '
+            f'PSNR {show("Heldout/psnr", ".2f")} dB ({show("Heldout/psnr_margin", "+.2f")} over the mean patch)  '
+            f'diversity {show("Heldout/diversity_ratio", ".2f")}')
+
+def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lpips_weight=0.0, w_plus=False,
                   tick_kimg=1.0, snap_ticks=10, seed=0, resume=None, workers=2, device=None, encoder_kwargs=None,
-                  lr=None, progress=True):
+                  lr=None, progress=True, heldout=0.05):
     """Train E for `kimg` thousand images; writes stats.jsonl and snapshots into run_dir. Returns the last snapshot path."""
     from training import dataset as dataset_lib
     device = torch.device(device) if device is not None else cli_utils.default_device()
@@ -186,6 +243,8 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
         cur_nimg = int(state['cur_nimg'])
         if int(state['batch_size']) != batch_size:
             raise dnnlib.util.UserError(f'{resume} was trained with --batch={state["batch_size"]}; an exact resume needs the same')
+        if float(state.get('heldout', 0.0)) != heldout:
+            raise dnnlib.util.UserError(f'{resume} was trained with --heldout={state.get("heldout", 0.0):g}; an exact resume needs the same')
     else:
         torch.manual_seed(seed)
         E = build_encoder(G, D, w_plus=w_plus, **(encoder_kwargs or {})).to(device).train()
@@ -197,9 +256,14 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
         optimizer.load_state_dict(state['optimizer'])
     lpips = projection.lpips_lib.load_lpips(device) if E.latent_space == 'w' and lpips_weight > 0 else None
 
-    sampler = dataset_lib.ResumableSampler(len(training_set), seed=seed, start=cur_nimg)
+    train_idx, heldout_idx = split_heldout(len(training_set), heldout)
+    heldout_images = read_images(training_set, heldout_idx)
+    mean_idx = train_idx[np.random.RandomState(HELDOUT_SEED).permutation(len(train_idx))[:MEAN_IMAGE_SAMPLES]]
+    mean_image = read_images(training_set, mean_idx).to(torch.float64).mean(dim=0).permute(1, 2, 0).numpy()
+    sampler = dataset_lib.ResumableSampler(len(train_idx), seed=seed, start=cur_nimg)
     training_set.close()  # forked workers must open their own zip handle, not share one file offset
-    loader = iter(torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size, num_workers=workers,
+    loader = iter(torch.utils.data.DataLoader(torch.utils.data.Subset(training_set, train_idx.tolist()), sampler=sampler,
+                                              batch_size=batch_size, num_workers=workers,
                                               generator=torch.Generator()))  # own generator: global RNG untouched
     os.makedirs(run_dir, exist_ok=True)
     total = int(kimg * 1000)
@@ -233,20 +297,26 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
             row = {f'Loss/{k}': v / count for k, v in sums.items()}
             row.update(kimg=cur_nimg / 1000, tick=cur_tick, sec_per_kimg=(now - tick_start) / (count * batch_size) * 1000,
                        timestamp=now)
+            if heldout_images is not None:
+                row.update(heldout_row(G, D, E, heldout_images, mean_image, kappa, lpips, lpips_weight, batch_size))
+                if progress:
+                    bar.write(tick_line(row))
             stats.write(json.dumps(row) + '\n')
             stats.flush()
-            sums, count, tick_start = {}, 0, now
+            sums, count, tick_start = {}, 0, time.time()  # held-out scoring stays out of sec_per_kimg
             if done or cur_tick % snap_ticks == 0:
-                last_pkl = save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight)
+                last_pkl = save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight,
+                                         heldout)
     bar.close()
     return last_pkl
 
-def save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight):
+def save_snapshot(run_dir, E, optimizer, cur_nimg, batch_size, network, data, kappa, lpips_weight, heldout=0.0):
     pkl, state = snapshot_paths(run_dir, cur_nimg)
     E_copy = pickle.loads(pickle.dumps(E)).eval().requires_grad_(False).cpu()
-    snapshot = dict(E=E_copy, network=str(network), data=str(data), kappa=kappa, lpips_weight=lpips_weight, cur_nimg=cur_nimg)
+    snapshot = dict(E=E_copy, network=str(network), data=str(data), kappa=kappa, lpips_weight=lpips_weight, cur_nimg=cur_nimg,
+                    heldout=heldout)
     with dnnlib.util.atomic_write(state) as tmp:
-        torch.save(dict(optimizer=optimizer.state_dict(), cur_nimg=cur_nimg, batch_size=batch_size), tmp)
+        torch.save(dict(optimizer=optimizer.state_dict(), cur_nimg=cur_nimg, batch_size=batch_size, heldout=heldout), tmp)
     with dnnlib.util.atomic_write(pkl) as tmp:
         with open(tmp, 'wb') as f:
             pickle.dump(snapshot, f)
@@ -267,7 +337,8 @@ def make_run_dir(outdir, data):
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=100, show_default=True, help='Training length in thousands of images')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=16, show_default=True, help='Images per step')
 @click.option('--kappa', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the discriminator-feature term')
-@click.option('--lpips', 'lpips_weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Weight of the LPIPS term (W-space encoders only)')
+@click.option('--lpips', 'lpips_weight', type=click.FloatRange(min=0), default=0.0, show_default=True, help='Weight of an LPIPS term added to the izi_f objective (opt-in; W-space encoders only)')
+@click.option('--heldout', type=click.FloatRange(min=0, max=0.5), default=0.05, show_default=True, help='Fraction of the patches never trained on, scored every tick (Heldout/* in stats.jsonl; at most 1024; 0 = none)')
 @click.option('--w-plus', is_flag=True, help='Predict one w per synthesis layer (W+)')
 @click.option('--lr', type=click.FloatRange(min=0, min_open=True), help='Learning rate  [default: Adam 1e-4 for W, RMSProp 5e-5 for z]')
 @click.option('--tick', 'tick_kimg', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help='kimg between stats.jsonl lines')
@@ -276,7 +347,7 @@ def make_run_dir(outdir, data):
 @click.option('--resume', help='Continue exactly from an encoder-snapshot-*.pkl (its state file must sit beside it)', metavar='PKL')
 @click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader worker processes')
 @click.option('--device', help='torch device  [default: cuda if available]')
-def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, w_plus, lr, tick_kimg, snap_ticks, seed, resume, workers, device):
+def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, heldout, w_plus, lr, tick_kimg, snap_ticks, seed, resume, workers, device):
     """Train an encoder from images to the latent space of a frozen GAN (f-AnoGAN izi_f).
 
     \b
@@ -287,7 +358,7 @@ def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, w_plus, l
         print(f'Run dir: {run_dir}')
         last = train_encoder(network, data, run_dir, kimg=kimg, batch_size=batch_size, kappa=kappa, lr=lr,
                              lpips_weight=lpips_weight, w_plus=w_plus, tick_kimg=tick_kimg, snap_ticks=snap_ticks,
-                             seed=seed, resume=resume, workers=workers, device=device)
+                             seed=seed, resume=resume, workers=workers, device=device, heldout=heldout)
     except dnnlib.util.UserError as err:
         raise click.ClickException(str(err))
     print(f'Last snapshot: {last}')
