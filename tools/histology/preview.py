@@ -19,6 +19,7 @@ CLASS_LABELS = {CLASS_TISSUE: '≥ 90 % tissue', CLASS_PARTIAL: '10–90 %', CLA
 
 
 MAX_DRAWN_BOXES = 20000
+BOX_ALPHA = 0.45                 # the class colours over the slide in the patches panel
 INK_COLOR = '#ff8c00'            # orange: neither H&E nor a usual marker colour
 TARGET_ASPECT = 16 / 9           # the figure shape the panel layout aims for
 MAX_FIGURE_INCHES = (13.0, 8.0)  # width, height of the three panels together (at 100 dpi: pixels / 100)
@@ -41,10 +42,32 @@ def class_overlay(shape, cell, xy, extent, classes) -> np.ndarray:
     empty = votes.sum(axis=0) == 0
     dist, (near_r, near_c) = scipy.ndimage.distance_transform_cdt(empty, metric='chessboard', return_indices=True)
     winner = winner[near_r, near_c]
-    palette = np.array([matplotlib.colors.to_rgba(CLASS_COLORS[c], alpha=0.45) for c in order])
+    palette = np.array([matplotlib.colors.to_rgba(CLASS_COLORS[c], alpha=BOX_ALPHA) for c in order])
     overlay = palette[winner]
     overlay[dist > 0.5 * extent / min(cell) + 0.5] = 0  # far from every patch: transparent
     return overlay
+
+
+def on_white(color) -> np.ndarray:
+    """RGB 0-255 (integers) of a class colour drawn at BOX_ALPHA over white, as the grid shows it on bare glass."""
+    rgb = np.array(matplotlib.colors.to_rgb(color)) * 255
+    return np.round(BOX_ALPHA * rgb + (1 - BOX_ALPHA) * 255)
+
+
+def quantize_keeping(img: PIL.Image.Image, kept, colors: int = 256, tolerance: int = 2) -> PIL.Image.Image:
+    """`img` (RGB) with a median-cut palette of `colors` entries, of which the last len(kept) are the RGB colours
+    `kept`: pixels within `tolerance` of one of them (the legend swatches) keep that colour exactly instead of
+    drifting to the nearest cluster of the picture (a median cut had turned the red swatch brown, next to the ink)."""
+    kept = np.asarray(kept, dtype=np.int64).reshape(-1, 3)
+    out = img.quantize(colors=colors - len(kept), method=PIL.Image.Quantize.MEDIANCUT)
+    index = np.array(out)
+    palette = np.array(out.getpalette()[:3 * int(index.max() + 1)], dtype=np.int64).reshape(-1, 3)
+    pixels = np.asarray(img, dtype=np.int64)
+    for k, rgb in enumerate(kept):
+        index[np.abs(pixels - rgb).max(axis=-1) <= tolerance] = len(palette) + k
+    result = PIL.Image.frombytes('P', img.size, index.astype(np.uint8).tobytes())
+    result.putpalette(np.concatenate([palette, kept]).astype(np.uint8).ravel().tolist())
+    return result
 
 
 def panel_layout(width: int, height: int) -> tuple[int, int, float]:
@@ -99,16 +122,22 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
             for cls, color in CLASS_COLORS.items():
                 boxes = [mpatches.Rectangle((x / cell[0] - 0.5, y / cell[1] - 0.5), extent / cell[0], extent / cell[1])
                          for x, y in np.asarray(xy)[np.asarray(classes) == cls]]
-                axes[2].add_collection(PatchCollection(boxes, facecolor=color, edgecolor=color, alpha=0.45,
+                axes[2].add_collection(PatchCollection(boxes, facecolor=color, edgecolor=color, alpha=BOX_ALPHA,
                                                        linewidth=0.3))
         else:
             # Too many boxes to draw one by one (a gigapixel slide at 64 px): colour each picture pixel by the
             # most frequent class among the patches centred in it.
             axes[2].imshow(class_overlay((h, w), cell, xy, extent, classes), interpolation='nearest')
-        handles = [mpatches.Patch(color=CLASS_COLORS[c], label=f'{CLASS_LABELS[c]} ({counts[c]})') for c in CLASS_COLORS]
+        # Class swatches as the grid shows them on glass (the class colour at BOX_ALPHA over white), the ink swatch
+        # as the mask panel shows it: the same pixels in the legend as in the panels.
+        swatches = {c: on_white(CLASS_COLORS[c]) for c in CLASS_COLORS}
+        handles = [mpatches.Patch(color=swatches[c] / 255, label=f'{CLASS_LABELS[c]} ({counts[c]})')
+                   for c in CLASS_COLORS]
+        kept = list(swatches.values())
         if ink_share > 0:
             ink_label = f'marker ink removed ({100 * ink_share:.1f} % of slide)'
             handles.append(mpatches.Patch(color=INK_COLOR, label=ink_label))
+            kept.append(np.round(np.array(matplotlib.colors.to_rgb(INK_COLOR)) * 255))
         fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
         if title:
             fig.suptitle(title, fontsize=10)
@@ -117,7 +146,7 @@ def save_preview(path: str, thumb: np.ndarray, mask: np.ndarray, slide_dims: tup
         buf = io.BytesIO()
         fig.savefig(buf, format='png', dpi=dpi)
         # A 256-colour palette keeps one preview per slide around 100-200 KB without visible loss.
-        img = PIL.Image.open(buf).convert('RGB').quantize(colors=256, method=PIL.Image.Quantize.MEDIANCUT)
+        img = quantize_keeping(PIL.Image.open(buf).convert('RGB'), kept)
         with atomic_write(path) as tmp:
             img.save(tmp, format='png', optimize=True)
     finally:
