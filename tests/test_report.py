@@ -161,3 +161,78 @@ def test_report_cli_rejects_bad_manifest(tmp_path):
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('Error:') and 'nope.png' in proc.stderr
     assert not (tmp_path / 'r.html').exists()
+
+
+def _mapping_manifest(tmp_path, block):
+    with open(tmp_path / 'metrics.json', 'w') as f:
+        json.dump({'AUROC': 0.5, 'mapping_quality': block}, f)
+    path = tmp_path / 'report.json'
+    path.write_text(json.dumps(dict(title='t', sections=[dict(title='Mapping', mapping_quality='metrics.json')])))
+    return path
+
+
+class TableParser(html.parser.HTMLParser):
+    """Cell texts of the table with id `mapping-quality`, and the text of <p class="warning">."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.warning, self._in_table, self._cell, self._in_warning = [], None, False, None, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == 'table':
+            self._in_table = attrs.get('id') == 'mapping-quality'
+        elif tag == 'tr' and self._in_table:
+            self.rows.append([])
+        elif tag in ('td', 'th') and self._in_table:
+            self._cell = ''
+        elif tag == 'p' and attrs.get('class') == 'warning':
+            self._in_warning, self.warning = True, ''
+
+    def handle_endtag(self, tag):
+        if tag in ('td', 'th') and self._cell is not None:
+            self.rows[-1].append(self._cell)
+            self._cell = None
+        elif tag == 'table':
+            self._in_table = False
+        elif tag == 'p':
+            self._in_warning = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._in_warning:
+            self.warning += data
+
+
+def test_report_shows_the_mapping_check_and_its_warning(tmp_path):
+    block = dict(num_images=100, constant='mean of the queries', psnr_recon=14.25, psnr_constant=15.5, psnr_margin=-1.25,
+                 lpips_recon=0.31, lpips_constant=0.2875, lpips_margin=-0.0225, diversity_queries=40.0,
+                 diversity_recons=3.0, diversity_ratio=0.075, collapsed=True, warning='reconstructions collapse <x>')
+    out = report.write_report(str(_mapping_manifest(tmp_path, block)), str(tmp_path / 'r.html'))
+    parser = TableParser()
+    parser.feed(open(out, encoding='utf-8').read())
+    assert parser.rows == [['100 held-out normal patches', 'reconstructions', 'mean of the queries', 'margin'],
+                           ['PSNR (dB), higher is closer', '14.25', '15.5', '-1.25'],
+                           ['LPIPS, lower is closer', '0.31', '0.2875', '-0.0225'],
+                           ['pairwise distance (RMS, 0-255)', '3', '40 (queries)', 'ratio 0.075']]
+    assert parser.warning == 'Warning: reconstructions collapse <x>'
+
+    block.update(psnr_margin=2.0, lpips_margin=None, lpips_recon=None, lpips_constant=None, warning=None)
+    out = report.write_report(str(_mapping_manifest(tmp_path, block)), str(tmp_path / 'r.html'))
+    parser = TableParser()
+    parser.feed(open(out, encoding='utf-8').read())
+    assert parser.warning is None and parser.rows[2][1:] == ['\u2013'] * 3 and parser.rows[1][3] == '2'
+
+    (tmp_path / 'metrics.json').write_text('{"AUROC": 0.5}')
+    with pytest.raises(UserError, match='no mapping_quality block'):
+        report.write_report(str(tmp_path / 'report.json'), str(tmp_path / 'r2.html'))
+
+
+def test_encoder_curves_add_the_heldout_panel():
+    rows = [{'kimg': k, 'Loss/loss': 1.0 / k} for k in (1, 2, 3)]
+    plain = PIL.Image.open(io.BytesIO(report.curves_png([], [], rows))).size
+    for row in rows:
+        row.update({'Heldout/loss': 1.2 / row['kimg'], 'Heldout/psnr_margin': row['kimg'] - 1.5})
+    both = PIL.Image.open(io.BytesIO(report.curves_png([], [], rows))).size
+    assert both[0] > 1.6 * plain[0] and abs(both[1] - plain[1]) < 0.1 * plain[1]  # a second panel beside the first

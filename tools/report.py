@@ -9,6 +9,7 @@ The page is described by a JSON manifest (demo.py writes one; any script can):
        {"title": "...", "curves": {"training_stats": "run/stats.jsonl", "metric_logs": ["run/metric-....jsonl"],
                                    "encoder_stats": "encoder-run/stats.jsonl"}},
        {"title": "...", "projection": "projector.py batch output folder (summary.csv + one folder per patch)"},
+       {"title": "...", "mapping_quality": "tools.anomaly evaluate's metrics.json (its mapping_quality block)"},
        {"title": "...", "numbers": [{"name": "FID", "value": 123.4, "command": "python calc_metrics.py ..."}]},
        {"title": "...", "steps": [{"title": "...", "command": "...", "seconds": 12.3}]}]}
 
@@ -140,7 +141,12 @@ def curves_png(training_rows, metric_entries, encoder_rows):
             panels.append(('metrics (held-out reals)', 'kimg', [(k, *v) for k, v in sorted(lines.items())]))
     if encoder_rows:
         keys = sorted(k for k in encoder_rows[0] if k.startswith('Loss/'))
-        panels.append(('encoder losses', 'kimg', [(k[len('Loss/'):], *_series(encoder_rows, k, 'kimg')) for k in keys]))
+        lines = [(k[len('Loss/'):], *_series(encoder_rows, k, 'kimg')) for k in keys]
+        lines += [(f'held-out {k[len("Loss/"):]}', *_series(encoder_rows, 'Heldout/' + k[len('Loss/'):], 'kimg'))
+                  for k in keys]  # tools.train_encoder --heldout: the same terms on patches it never trains on
+        panels.append(('encoder losses', 'kimg', lines))
+        panels.append(('encoder: held-out PSNR over the mean patch (dB)', 'kimg',
+                       [('margin', *_series(encoder_rows, 'Heldout/psnr_margin', 'kimg'))]))
     panels = [p for p in panels if any(len(xs) for _name, xs, _ys in p[2])]
     if not panels:
         return None
@@ -152,7 +158,8 @@ def curves_png(training_rows, metric_entries, encoder_rows):
     for ax, (title, xlabel, lines) in zip(axes.flat, panels):
         for name, xs, ys in lines:
             if xs:
-                ax.plot(xs, ys, marker='o' if len(xs) < 4 else None, ms=4, label=name)
+                ax.plot(xs, ys, marker='o' if len(xs) < 4 else None, ms=4, label=name,
+                        linestyle='--' if name.startswith('held-out') else '-')
         ax.set(title=title, xlabel=xlabel)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.grid(alpha=0.3)
@@ -208,6 +215,7 @@ table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }
 td.value { font-family: monospace; white-space: nowrap; text-align: right; }
 code { font-size: 0.85em; word-break: break-all; }
+p.warning { background: #fff3cd; border-left: 4px solid #c90; padding: 0.4em 0.6em; }
 """
 
 def _figure_html(png, caption, key):
@@ -216,6 +224,39 @@ def _figure_html(png, caption, key):
     return (f'<figure><img data-key="{html.escape(key)}" alt="{html.escape(caption)}" width="{width * zoom}" '
             f'height="{height * zoom}" src="{data_uri(png)}">'
             f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+
+MAPPING_ROWS = (('PSNR (dB), higher is closer', 'psnr_recon', 'psnr_constant', 'psnr_margin'),
+                ('LPIPS, lower is closer', 'lpips_recon', 'lpips_constant', 'lpips_margin'),
+                ('pairwise distance (RMS, 0-255)', 'diversity_recons', 'diversity_queries', 'diversity_ratio'))
+
+def read_mapping_quality(path):
+    """The mapping_quality block of a tools.anomaly evaluate metrics.json."""
+    try:
+        with open(path, 'rt') as f:
+            block = json.load(f).get('mapping_quality')
+    except OSError as err:
+        raise dnnlib.util.UserError(f"cannot read '{path}': {err.strerror or err}") from None
+    except (json.JSONDecodeError, AttributeError):
+        raise dnnlib.util.UserError(f"'{path}' is not a metrics.json object") from None
+    if not isinstance(block, dict):
+        raise dnnlib.util.UserError(f"'{path}' has no mapping_quality block (written by tools.anomaly evaluate)")
+    return block
+
+def _mapping_quality_html(block):
+    """Reconstructions against the constant image and their diversity, and the check's verdict in one line."""
+    show = lambda value: '&ndash;' if value is None else html.escape(format_number(float(value)))  # noqa: E731
+    constant = html.escape(str(block.get('constant', 'mean patch')))
+    head = (f'<tr><th>{block.get("num_images", 0)} held-out normal patches</th><th>reconstructions</th>'
+            f'<th>{constant}</th><th>margin</th></tr>')
+    body = ''.join(f'<tr><td>{label}</td><td class="value">{show(block.get(a))}</td>'
+                   f'<td class="value">{show(block.get(b))}</td><td class="value">{show(block.get(c))}</td></tr>'
+                   for label, a, b, c in MAPPING_ROWS[:2])
+    label, a, b, c = MAPPING_ROWS[2]
+    body += (f'<tr><td>{label}</td><td class="value">{show(block.get(a))}</td><td class="value">{show(block.get(b))} '
+             f'(queries)</td><td class="value">ratio {show(block.get(c))}</td></tr>')
+    verdict = (f'<p class="warning"><strong>Warning:</strong> {html.escape(block["warning"])}</p>' if block.get('warning')
+               else '<p class="verdict">The reconstructions beat the constant image and differ between queries.</p>')
+    return f'<table id="mapping-quality">{head}{body}</table>{verdict}'
 
 def _numbers_table(numbers):
     body = ''.join(f'<tr><td>{html.escape(str(n["name"]))}</td><td class="value">{format_number(n["value"])}</td>'
@@ -247,6 +288,8 @@ def _section_html(idx, section, resolve):
         rows = read_projection_summary(resolve(section['projection']))
         parts.append(_figure_html(projection_png(rows), 'query / reconstruction / |query - reconstruction|',
                                   f's{idx}projection'))
+    if 'mapping_quality' in section:
+        parts.append(_mapping_quality_html(read_mapping_quality(resolve(section['mapping_quality']))))
     if 'numbers' in section:
         parts.append(_numbers_table(section['numbers']))
     if 'steps' in section:
