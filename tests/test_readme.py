@@ -127,3 +127,90 @@ def test_readme_options_exist(target):
                 option = word.split('=', 1)[0]
                 assert re.search(rf'(?<![\w-]){re.escape(option)}(?![\w-])', help_), \
                     f'README uses {option} with `python {target} {" ".join(sub)}`, but its --help has no such option'
+
+#----------------------------------------------------------------------------
+# The Layout block names every root script, package folder and module of the tree, and nothing that is not there.
+
+NOT_LISTED_ONE_BY_ONE = ('tests/',)  # named as a folder; its files are not listed
+
+
+def layout_entries(markdown):
+    """{'': the root scripts' line, 'dir/': its text} from the fenced block under '## Layout'; indented lines
+    continue the entry above them."""
+    section = markdown.split('\n## Layout\n', 1)[1]
+    lines = section.split('```', 2)[1].splitlines()[1:]
+    entries, key = {}, None
+    for line in lines:
+        if not line.strip():
+            continue
+        if line[0].isspace():
+            entries[key] += ' ' + line.strip()
+            continue
+        first = line.split()[0]
+        key = first if first.endswith('/') else ''
+        entries[key] = entries.get(key, '') + ' ' + (line[len(first):] if key else line)
+    return entries
+
+
+def named(entry, filename):
+    return re.search(rf'(?<![\w./-]){re.escape(filename)}(?![\w-])', entry) is not None
+
+
+def layout_problems(markdown, files):
+    """What the Layout block and the list of repository files disagree on, one line each."""
+    entries = layout_entries(markdown)
+    sources = [f for f in files if f.endswith('.py')]
+    problems = []
+    for path in sources:
+        folder, name = os.path.split(path)
+        if not folder:
+            if not named(entries.get('', ''), name):
+                problems.append(f'root script {name} is not in the Layout block')
+            continue
+        folder += '/'
+        if folder not in entries:
+            problems.append(f'folder {folder} (holding {name}) has no line in the Layout block')
+        elif name != '__init__.py' and not folder.startswith(NOT_LISTED_ONE_BY_ONE) and not named(entries[folder], name):
+            problems.append(f'{path} is not named on the {folder} line of the Layout block')
+    for key, entry in entries.items():
+        if key and not any(f.startswith(key) for f in files):
+            problems.append(f'the Layout block names {key}, which is not in the tree')
+        for name in re.findall(r'(?<![\w./-])([\w-]+\.py)(?![\w-])', entry):
+            if key + name not in files:
+                problems.append(f'the Layout block names {key}{name}, which is not in the tree')
+    return problems
+
+
+def tree_files():
+    """The files of this checkout: git's tracked and not-ignored untracked files, else a walk of the folder."""
+    try:
+        res = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        listed = res.stdout.splitlines() if res.returncode == 0 else []
+    except OSError:
+        listed = []
+    if not listed:
+        for root, dirs, names in os.walk(REPO):
+            dirs[:] = [d for d in dirs if not d.startswith('.') and d not in ('__pycache__', 'build', 'dist')
+                       and not d.endswith('.egg-info')]
+            listed += [os.path.relpath(os.path.join(root, n), REPO).replace(os.sep, '/') for n in names]
+    return {f for f in listed if os.path.isfile(os.path.join(REPO, f))}
+
+
+def test_layout_check_on_a_hand_made_tree():
+    md = ('# x\n\n## Layout\n\n```\ntrain.py  demo.py   CLIs\npkg/   a.py (first),\n       b.py\n'
+          'pkg/sub/  c.py\ntests/  pytest\n```\n')
+    tree = {'train.py', 'demo.py', 'pkg/__init__.py', 'pkg/a.py', 'pkg/b.py', 'pkg/sub/c.py', 'tests/test_x.py'}
+    assert layout_problems(md, tree) == []
+    assert layout_problems(md, tree | {'pkg/new.py'}) == ['pkg/new.py is not named on the pkg/ line of the Layout block']
+    assert layout_problems(md, tree | {'projector.py'}) == ['root script projector.py is not in the Layout block']
+    assert layout_problems(md, tree | {'other/d.py'}) == ['folder other/ (holding d.py) has no line in the Layout block']
+    assert layout_problems(md, tree - {'pkg/b.py'}) == ['the Layout block names pkg/b.py, which is not in the tree']
+    assert layout_problems(md, tree - {'pkg/sub/c.py'}) == ['the Layout block names pkg/sub/, which is not in the tree',
+                                                           'the Layout block names pkg/sub/c.py, which is not in the tree']
+
+
+def test_readme_layout_matches_the_tree():
+    text = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    problems = layout_problems(text, tree_files())
+    assert not problems, '\n'.join(problems)
