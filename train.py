@@ -7,7 +7,6 @@ processes torchrun started. Options and run-directory names follow the official 
 
 import json
 import os
-import re
 import sys
 import tempfile
 
@@ -15,7 +14,7 @@ import click
 import torch
 
 import dnnlib
-from training import options, presets, training_loop
+from training import options, presets, run_dirs, training_loop
 
 UserError = dnnlib.util.UserError
 
@@ -88,17 +87,6 @@ def launch_processes(args):
 
 #----------------------------------------------------------------------------
 
-def make_run_dir(outdir, desc):
-    """<outdir>/<one more than the highest run id there, 5 digits>-<desc>."""
-    ids = [-1]
-    if os.path.isdir(outdir):
-        for name in os.listdir(outdir):
-            match = re.match(r'\d+', name)
-            if match and os.path.isdir(os.path.join(outdir, name)):
-                ids.append(int(match.group()))
-    return os.path.join(outdir, f'{max(ids) + 1:05d}-{desc}')
-
-
 def print_summary(args):
     data = args.training_set_kwargs
     processes = f'{args.num_gpus}' + ('' if torch.cuda.is_available() else ' (CPU processes)')
@@ -155,8 +143,11 @@ def _cfg_help():
 @click.option('--p', help='Augmentation probability with --aug=fixed', type=float)
 @click.option('--target', help='ADA target for the mean sign of D on reals [default: 0.6]', type=float)
 @click.option('--augpipe', help='Augmentations to use; histo = flips, 90-degree turns, shifts and stain-sized colour changes [default: bgc]', type=click.Choice(list(presets.augpipe_specs)))
-@click.option('--resume', help='Continue a run dir exactly (its latest snapshot), or start from a pickle: exactly when its '
-                               'training-state file is beside it, else its weights only [default: noresume]', metavar='DIR|PKL')
+@click.option('--resume', help='auto: continue the newest unfinished run in --outdir with the same options, or start one '
+                               '(same options: all but --metrics, --snap, --workers, --nobench, --allow-tf32). A run dir: '
+                               'continue it in place, exactly, from its latest snapshot (--kimg may change). A pickle: '
+                               'start a new run from it, exactly when its training-state file is beside it, else '
+                               'its weights only [default: noresume]', metavar='auto|DIR|PKL')
 @click.option('--freezed', help='Freeze this many of D\'s highest-resolution layers (transfer learning) [default: 0]', type=int, metavar='INT')
 @click.option('--fp32', help='Compute in float32 everywhere instead of float16 in the high-resolution layers', type=bool, metavar='BOOL')
 @click.option('--nhwc', help='Channels-last memory layout for the float16 layers', type=bool, metavar='BOOL')
@@ -173,8 +164,12 @@ def main(outdir, dry_run, **config):
         --batch=4 --kimg=0.2 --tick=0.04 --snap=1 --augpipe=histo
 
     \b
-    # Continue that run exactly from its latest snapshot:
+    # Continue that run in place, exactly, from its latest snapshot (after a crash; repeat as often as needed):
     python train.py --outdir=training-runs --data=patches.zip --cfg=config-e ... --resume=training-runs/00000-patches-config-e-...
+
+    \b
+    # A job script for a cluster that preempts jobs: the same line starts the run, continues it, or says it is done:
+    python train.py --outdir=training-runs --data=patches.zip --cfg=config-e ... --resume=auto
     """
     try:
         env = torchrun_env()
@@ -182,33 +177,61 @@ def main(outdir, dry_run, **config):
             if config['gpus'] not in (None, env[1]):
                 raise UserError(f'--gpus={config["gpus"]} but torchrun started {env[1]} processes')
             config['gpus'] = env[1]
+        resume = config['resume']
+        if resume == 'auto' or (resume is not None and run_dirs.is_train_run(resume)):
+            config['resume'] = None  # the run to continue is chosen below, once the options are known
+        else:
+            resume = None
         desc, args = options.build(**config)
-        start(outdir, desc, args, env, dry_run)
+        start(outdir, desc, args, env, dry_run, resume)
     except UserError as err:
         raise click.ClickException(str(err)) from None
 
 
-def start(outdir, desc, args, env, dry_run):
-    """Pick and create the run directory (rank 0 decides under torchrun), write the options, train."""
-    rank = 0 if env is None else env[0]
+def _planned(outdir, desc, args, env, resume):
+    """run_dirs.plan_train_run on rank 0, shared with every rank under torchrun (a refusal too)."""
     if env is None:
-        args.run_dir = make_run_dir(outdir, desc)
-    else:
-        init_distributed(*env, init_method='env://')
-        chosen = [make_run_dir(outdir, desc) if rank == 0 else None]
-        torch.distributed.broadcast_object_list(chosen, src=0)
-        args.run_dir = chosen[0]
+        return run_dirs.plan_train_run(outdir, desc, args, resume)
+    init_distributed(*env, init_method='env://')
+    result = [None]
+    if env[0] == 0:
+        try:
+            result = [run_dirs.plan_train_run(outdir, desc, args, resume)]
+        except UserError as err:
+            result = [str(err)]
+    torch.distributed.broadcast_object_list(result, src=0)
+    if isinstance(result[0], str):
+        raise UserError(result[0])
+    return result[0]
+
+
+def start(outdir, desc, args, env, dry_run, resume=None):
+    """Pick the run directory (a new one, or the unfinished run that --resume continues; rank 0 decides under
+    torchrun), write the options, train."""
+    rank = 0 if env is None else env[0]
+    plan = _planned(outdir, desc, args, env, resume)
+    args = plan.args
+    if rank == 0:
+        for note in plan.notes:
+            print(note)
+    if plan.finished:
+        return
+    args.run_dir = plan.run_dir
     if rank == 0:
         print_summary(args)
     if dry_run:
         print('Dry run; exiting.')
         return
     if rank == 0:
-        if os.path.exists(args.run_dir):
-            raise UserError(f'Run directory already exists: {args.run_dir}')
-        os.makedirs(args.run_dir)
-        with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json')) as tmp, open(tmp, 'wt') as f:
-            json.dump(args, f, indent=2)
+        if plan.restart is None:
+            if os.path.exists(args.run_dir):
+                raise UserError(f'Run directory already exists: {args.run_dir}')
+            os.makedirs(args.run_dir)
+        else:
+            print(plan.restart)
+            run_dirs.append_line(os.path.join(args.run_dir, 'log.txt'), plan.restart)
+        with dnnlib.util.atomic_write(os.path.join(args.run_dir, run_dirs.TRAINING_OPTIONS)) as tmp, open(tmp, 'wt') as f:
+            json.dump(dict(args, resume_pkl=plan.origin), f, indent=2)
     if env is None:
         launch_processes(args)
         return

@@ -15,7 +15,7 @@ import PIL.Image
 import pytest
 import torch
 
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--cfg=config-e', '--cbase=256', '--cmax=64', '--map=2', '--batch=4', '--tick=0.008', '--snap=1',
@@ -53,7 +53,7 @@ def he_zip(tmp_path_factory, he_crops):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, he_zip):
     """Run A (4 steps in 3 ticks, uninterrupted) and run B (same options, SIGKILLed after its first snapshot), concurrently;
-    then B resumed from its run dir up to A's length."""
+    then B continued in its own run dir up to A's length (--resume=DIR with a shorter --kimg)."""
     root = tmp_path_factory.mktemp('runs')
     out_a, out_b, out_r = str(root / 'a'), str(root / 'b'), str(root / 'r')
     proc_a = _train(out_a, f'--data={he_zip}', *TINY, '--kimg=0.016', wait=False)
@@ -69,9 +69,13 @@ def runs(tmp_path_factory, he_zip):
     assert proc_a.returncode == 0, out_text_a
     run_a = glob.glob(os.path.join(out_a, '*'))[0]
     run_b = glob.glob(os.path.join(out_b, '*'))[0]
+    with open(os.path.join(run_b, 'stats.jsonl')) as f:
+        ticks_before = len(f.readlines())
     rc, out_text_r = _train(out_r, f'--data={he_zip}', *TINY, '--kimg=0.016', f'--resume={run_b}')
     assert rc == 0, out_text_r
-    return dict(a=run_a, b=run_b, r=glob.glob(os.path.join(out_r, '*'))[0], b_killed=(proc_b.returncode == -signal.SIGKILL), log_r=out_text_r)
+    assert not os.path.exists(out_r)  # continued in place: no new run dir
+    return dict(a=run_a, b=run_b, r=run_b, b_killed=(proc_b.returncode == -signal.SIGKILL), log_r=out_text_r,
+                ticks_before=ticks_before)
 
 
 def test_run_writes_everything(runs):
@@ -104,13 +108,20 @@ def test_run_writes_everything(runs):
 
 def test_killed_run_resumes_exactly(runs):
     assert runs['b_killed']
-    first_resumed = min(_ticks(runs['r']))
-    assert first_resumed >= 1 # continued, not restarted
     assert 'Exact resume from' in runs['log_r']
+    with open(os.path.join(runs['r'], 'log.txt')) as f:
+        log = f.read()
+    restarts = [line for line in log.splitlines() if line.startswith('=== Restarted ')]
+    assert len(restarts) == 1 and 'from network-snapshot-000000.' in restarts[0], restarts
+    first_resumed = int(restarts[0].split('tick ')[1].rstrip(') =')) + 1
+    assert first_resumed >= 1 # continued, not restarted
+    assert runs['ticks_before'] >= first_resumed # the stats of the ticks the snapshot holds were kept
     ticks_a, ticks_r = _ticks(runs['a']), _ticks(runs['r'])
-    assert sorted(ticks_r) == list(range(first_resumed, 3))
+    assert sorted(ticks_r) == [0, 1, 2] # one line per tick: those trained after the snapshot were dropped and redone
+    with open(os.path.join(runs['r'], 'stats.jsonl')) as f:
+        assert len(f.readlines()) == 3
     compared = 0
-    for tick, entry in ticks_r.items():
+    for tick, entry in ticks_r.items(): # the ticks before the kill and those after the restart
         for key in LOSS_KEYS:
             a = ticks_a[tick].get(key)
             if key in entry:
@@ -134,10 +145,17 @@ def test_killed_run_resumes_exactly(runs):
 
 
 def test_resume_into_other_architecture_is_one_line_error(runs, he_zip, tmp_path):
-    rc, out = _train(str(tmp_path), f'--data={he_zip}', *TINY, '--cbase=512', '--kimg=0.016', f'--resume={runs["a"]}')
+    pkl = os.path.join(runs['a'], 'network-snapshot-000000.016.pkl')
+    rc, out = _train(str(tmp_path), f'--data={he_zip}', *TINY, '--cbase=512', '--kimg=0.016', f'--resume={pkl}')
     last = out.strip().splitlines()[-1]
     assert rc != 0 and 'Traceback' not in out
     assert last.startswith('Error: Cannot resume from') and 'shape mismatch' in last and 'synthesis.b16.torgb.affine.bias (source [16], destination [32])' in last
+    # A run dir continues only with its own options: the command says which differ.
+    rc, out = _train(str(tmp_path), f'--data={he_zip}', *TINY, '--cbase=512', '--kimg=0.016', f'--resume={runs["a"]}')
+    last = out.strip().splitlines()[-1]
+    assert rc != 0 and 'Traceback' not in out
+    assert last.startswith(f'Error: --resume: {runs["a"]} was trained with other options')
+    assert 'G_kwargs.synthesis_kwargs.channel_base: run has 256, this command 512' in last
 
 
 def test_option_errors(he_zip, tmp_path):

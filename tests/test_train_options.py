@@ -6,7 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 from training import presets
 
 

@@ -224,7 +224,9 @@ def _augmentation(o, args, row, cfg, desc):
 
 
 def _resume(o, args, desc):
-    """A run dir (its latest snapshot) or a pickle; exact when the pickle's training state is beside it."""
+    """A pickle (or a folder of snapshots that is not a run dir: its latest one) to start a new run from; exact
+    when the pickle's training state is beside it. train.py continues run dirs and --resume=auto in place
+    (training.run_dirs) and passes resume=None here for them."""
     from training import training_loop
     if o.resume is None:
         return desc

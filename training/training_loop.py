@@ -319,12 +319,13 @@ def grid_latents(G, labels, random_seed, batch_gpu, device):
     return z.to(device).split(batch_gpu), torch.from_numpy(labels).to(device).split(batch_gpu)
 
 
-def open_logs(run_dir):
-    """stats.jsonl and (when tensorboard imports) a TensorBoard writer."""
+def open_logs(run_dir, purge_step=None):
+    """stats.jsonl and (when tensorboard imports) a TensorBoard writer; with purge_step, TensorBoard drops the
+    events an earlier, killed process of the run wrote from that step on."""
     jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
     try:
         import torch.utils.tensorboard as tensorboard
-        return jsonl, tensorboard.SummaryWriter(run_dir)
+        return jsonl, tensorboard.SummaryWriter(run_dir, purge_step=purge_step)
     except ImportError as err:
         print('Skipping tfevents export:', err)
         return jsonl, None
@@ -519,7 +520,10 @@ def evaluate_metrics(run, snapshot):
 
 
 def write_stats(run, now):
-    """Collect this tick's statistics (phase timings included) into stats.jsonl and TensorBoard."""
+    """Collect this tick's statistics (phase timings included) into stats.jsonl and TensorBoard.
+
+    Called before the tick's snapshot: a run killed after the snapshot has the tick's line, and one killed
+    before it redoes the tick, whose earlier line setup() drops."""
     for name, (start, end) in run.phase_events.items():
         end.synchronize()
         training_stats.report0('Timing/' + name, start.elapsed_time(end))
@@ -532,6 +536,13 @@ def write_stats(run, now):
         step, walltime = int(run.cur_nimg / 1e3), now - run.start_time
         for name, value in stats.items():
             run.stats_tfevents.add_scalar(name, value.mean, global_step=step, walltime=walltime)
+        run.stats_tfevents.flush()
+
+
+def write_metric_events(run, now):
+    """The latest metric values into TensorBoard, at the tick's step."""
+    if run.stats_tfevents is not None and run.metric_values:
+        step, walltime = int(run.cur_nimg / 1e3), now - run.start_time
         for name, value in run.metric_values.items():
             run.stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=step, walltime=walltime)
         run.stats_tfevents.flush()
@@ -550,12 +561,13 @@ def finish_tick(run, done):
     due = lambda every: every is not None and (done or run.cur_tick % every == 0)
     if run.rank == 0 and due(run.image_snapshot_ticks):
         save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, os.path.join(run.run_dir, f'fakes{tag}.png'), run.grid_size)
+    write_stats(run, time.time())
     if due(run.network_snapshot_ticks):
         snapshot = save_snapshot(run, tag, train_rng)
         if run.metrics:
             evaluate_metrics(run, snapshot)
+            write_metric_events(run, time.time())
         del snapshot
-    write_stats(run, time.time())
     if run.progress_fn is not None:
         run.progress_fn(run.cur_nimg // 1000, run.total_kimg)
     restore_rng_state(train_rng, run.device)
@@ -594,8 +606,9 @@ def setup(run):
     restore_counters(run, state)
     run.schedule.apply(run.cur_nimg, run.G, run.D, run.G_ema)
     if run.rank == 0:
+        tidy_run_dir(run.run_dir, first_tick=0 if state is None else state['cur_tick'])
         export_start_grids(run)
-        run.stats_jsonl, run.stats_tfevents = open_logs(run.run_dir)
+        run.stats_jsonl, run.stats_tfevents = open_logs(run.run_dir, None if state is None else run.cur_nimg // 1000 + 1)
     if state is not None:
         restore_rng_state(state['rng'][run.rank], run.device)
 
@@ -612,12 +625,36 @@ def restore_counters(run, state):
         run.last_snapshot_pkl = run.resume_pkl
 
 
+def tidy_run_dir(run_dir, first_tick):
+    """Before training starts in run_dir, which a killed process may have left behind: delete temporary files
+    of interrupted writes and training states whose pickle never arrived, and drop the stats.jsonl lines of
+    ticks from first_tick on (this process trains them again)."""
+    from training import run_dirs
+    for name in run_dirs.remove_temporaries(run_dir):
+        print(f'Removed {name}, left by an interrupted write')
+    for state_file in glob.glob(os.path.join(run_dir, 'training-state-*.pt')):
+        name = os.path.basename(state_file)
+        pkl = os.path.join(run_dir, 'network-snapshot-' + name[len('training-state-'):-len('.pt')] + '.pkl')
+        if not os.path.isfile(pkl):
+            os.remove(state_file)
+            print(f'Removed {name}, whose network snapshot was never written')
+    dropped = run_dirs.truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'),
+                                      lambda record: record.get('Progress/tick', {}).get('mean', -1) < first_tick)
+    if dropped:
+        print(f'Dropped {dropped} stats.jsonl line(s) of ticks trained again from tick {first_tick}')
+
+
 def export_start_grids(run):
+    """reals.png and fakes_init.png (kept as they are when the run dir has them: a continued run's start stays)
+    and the fixed latents of the fake grids."""
     grid_max = run.snapshot_grid_max if run.snapshot_grid_max is not None else (None if run.device.type == 'cuda' else 4)
     run.grid_size, images, labels = setup_snapshot_image_grid(run.training_set, run.random_seed, grid_max)
-    save_image_grid(images, os.path.join(run.run_dir, 'reals.png'), drange=[0, 255], grid_size=run.grid_size)
+    reals, fakes_init = os.path.join(run.run_dir, 'reals.png'), os.path.join(run.run_dir, 'fakes_init.png')
+    if not os.path.isfile(reals):
+        save_image_grid(images, reals, drange=[0, 255], grid_size=run.grid_size)
     run.grid_z, run.grid_c = grid_latents(run.G, labels, run.random_seed, run.batch_gpu, run.device)
-    save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, os.path.join(run.run_dir, 'fakes_init.png'), run.grid_size)
+    if not os.path.isfile(fakes_init):
+        save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, fakes_init, run.grid_size)
 
 
 def training_loop(
