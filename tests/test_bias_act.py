@@ -1,6 +1,7 @@
 """bias_act: 'ref' against numpy formulas, the fused 'cpu' kernel against 'ref', gradients to second order."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -169,6 +170,34 @@ def test_impl_none_uses_the_cpu_kernel_and_force_impl_overrides(cpu_plugin):
         assert custom_ops.resolve_impl(None, x, 'bias_act', bias_act._plugins) == 'ref'
     y = bias_act.bias_act(torch.tensor([[-1.0, 3.0]]), torch.tensor([0.5, 0.0]), act='relu')
     torch.testing.assert_close(y, torch.tensor([[0.0, 3.0]]) * 2 ** 0.5)
+
+
+@pytest.mark.parametrize('failure', ['raises', 'wrong values'])
+def test_failing_launch_falls_back_to_ref_with_one_warning(cpu_plugin, monkeypatch, failure):
+    # A plugin that loads but cannot launch (a CUDA build without code for this GPU) or computes wrong values:
+    # the self-check after loading catches it, one warning names the op and the cause, and 'ref' runs.
+    class Broken:
+        def bias_act(self, x, *args):
+            if failure == 'raises':
+                raise RuntimeError('CUDA error: no kernel image is available for execution on the device')
+            result, sums = cpu_plugin.bias_act(x, *args)
+            return result + 0.01, sums
+
+    monkeypatch.setitem(bias_act._plugins, 'cpu', Broken)
+    monkeypatch.setattr(custom_ops, '_resolved', dict())
+    monkeypatch.delenv(custom_ops.IMPL_ENV, raising=False)
+    x, b = torch.randn([2, 3, 4, 4]), torch.randn([3])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        ys = [bias_act.bias_act(x, b, act=act) for act in ['lrelu', 'tanh', 'lrelu']]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    cause = 'no kernel image' if failure == 'raises' else 'differs from ref'
+    assert 'bias_act' in messages[0] and cause in messages[0] and '\n' not in messages[0]
+    for y, act in zip(ys, ['lrelu', 'tanh', 'lrelu']):
+        torch.testing.assert_close(y, bias_act.bias_act(x, b, act=act, impl='ref'), rtol=0, atol=0)
+    with pytest.raises(custom_ops.PluginSelfCheckError, match=cause):
+        bias_act.bias_act(x, b, impl='cpu')  # asked for by name: an error, not a silent fallback
 
 
 def test_bad_input_raises_user_error():

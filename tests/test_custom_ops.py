@@ -174,3 +174,129 @@ def test_resolve_impl_force_impl_and_env(monkeypatch):
             custom_ops.resolve_impl(None, x, op, loaders)
     with pytest.raises(dnnlib.util.UserError):
         custom_ops.force_impl('gpu').__enter__()
+
+# ----------------------------------------------------------------------------
+# Plugins resolved once per process; CUDA build digests that follow the GPU; self-checks after loading.
+
+
+def test_op_calls_neither_read_nor_hash_the_sources(monkeypatch):
+    # Forward and backward of the compiled ops, many times: the plugin was resolved on first use, so no call
+    # plans a build (which reads and SHA-256es every source file).
+    from torch_utils.ops import bias_act, upfirdn2d, winograd
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([1, 2, 8, 8], requires_grad=True)
+    b = torch.zeros([2], requires_grad=True)
+
+    def calls():
+        y = upfirdn2d.downsample2d(upfirdn2d.upsample2d(x, f, impl='cpu'), f, impl='cpu')
+        y = bias_act.bias_act(y, b, act='lrelu', impl='cpu')
+        torch.autograd.grad(y.sum(), [x, b])
+        winograd._cpu_plugin()
+
+    calls()  # first use: may build or load
+    reads = []
+    real_plan, real_open = custom_ops._plan, open
+    monkeypatch.setattr(custom_ops, '_plan', lambda *a, **k: reads.append('plan') or real_plan(*a, **k))
+    monkeypatch.setattr('builtins.open', lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    for _ in range(50):
+        calls()
+    assert reads == []
+
+
+def test_plugin_object_resolves_once(monkeypatch):
+    calls = []
+    module = object()
+    monkeypatch.setattr(custom_ops, 'get_plugin', lambda name, **kwargs: calls.append((name, kwargs)) or module)
+    plugin = custom_ops.Plugin('hs_once', ['a.cpp'], headers=['a.h'], source_dir='/src', extra_cflags=['-DX'])
+    assert all(plugin() is module for _ in range(100))
+    assert calls == [('hs_once', dict(sources=['a.cpp'], headers=['a.h'], source_dir='/src', extra_cflags=['-DX']))]
+
+
+def _cuda_digest(tmp_path):
+    src = _write(tmp_path / 'src', 'k.cu', '__global__ void k() {}\n')
+    files = [os.path.join(src, 'k.cu')]
+    return custom_ops._build_digest('hs_arch', files, True, custom_ops._build_kwargs_with_defaults(True, {}))
+
+
+def test_cuda_digest_follows_the_arch_list_and_the_visible_gpus(tmp_path, monkeypatch):
+    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST', raising=False)
+    # No GPU visible: the default list, with PTX for GPUs newer than the build.
+    monkeypatch.setattr(custom_ops, '_visible_capabilities', lambda: [])
+    assert custom_ops._cuda_arch_list(True) == custom_ops.DEFAULT_CUDA_ARCH_LIST
+    assert custom_ops.DEFAULT_CUDA_ARCH_LIST.endswith('+PTX')
+    no_gpu = _cuda_digest(tmp_path)
+
+    # The visible GPUs' capabilities decide the build, and its digest: an sm_90 build is not loaded on sm_80.
+    monkeypatch.setattr(custom_ops, '_visible_capabilities', lambda: [(9, 0)])
+    assert custom_ops._cuda_arch_list(True) == '9.0+PTX'
+    h100 = _cuda_digest(tmp_path)
+    monkeypatch.setattr(custom_ops, '_visible_capabilities', lambda: [(8, 0), (8, 0)])
+    assert custom_ops._cuda_arch_list(True) == '8.0+PTX'
+    a100 = _cuda_digest(tmp_path)
+    monkeypatch.setattr(custom_ops, '_visible_capabilities', lambda: [(9, 0), (8, 0)])
+    assert custom_ops._cuda_arch_list(True) == '8.0;9.0+PTX'
+    mixed = _cuda_digest(tmp_path)
+    assert len({no_gpu, h100, a100, mixed}) == 4
+    monkeypatch.setattr(custom_ops, '_visible_capabilities', lambda: [(9, 0)])
+    assert _cuda_digest(tmp_path) == h100  # same inputs, same digest
+
+    # A set TORCH_CUDA_ARCH_LIST wins over the GPUs; two lists, two digests.
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '8.6')
+    assert custom_ops._cuda_arch_list(True) == '8.6'
+    first = _cuda_digest(tmp_path)
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '8.6;9.0+PTX')
+    assert len({first, _cuda_digest(tmp_path), h100}) == 3
+    assert custom_ops._cuda_arch_list(False) is None  # CPU builds have no arch list
+
+
+def test_toolkit_headers_come_before_the_wheels(monkeypatch, tmp_path):
+    # The wheels' CUDA headers are searched after the toolkit's (-idirafter), never with -I before them.
+    wheel_dir = str(tmp_path / 'nvidia' / 'cu13' / 'include')
+    monkeypatch.setattr(custom_ops, '_wheel_cuda_include_dirs', lambda: [wheel_dir])
+    kwargs = custom_ops._build_kwargs_with_defaults(True, {})
+    assert wheel_dir not in kwargs.get('extra_include_paths', [])
+    assert f'-idirafter{wheel_dir}' in kwargs['extra_cflags']
+    assert f'-Xcompiler=-idirafter{wheel_dir}' in kwargs['extra_cuda_cflags']
+    # The real list: only CUDA folders (cu<N>), never the toolkit's own include folder.
+    monkeypatch.undo()
+    home = custom_ops._cuda_home()
+    for d in custom_ops._wheel_cuda_include_dirs():
+        assert os.path.basename(os.path.dirname(d))[2:].isdigit()
+        assert home is None or os.path.realpath(d) != os.path.realpath(os.path.join(home, 'include'))
+
+
+def test_self_check_failure_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.delenv(custom_ops.IMPL_ENV, raising=False)
+    x = torch.zeros([1])
+    checks = []
+
+    def failing_check(module, device):
+        checks.append(device)
+        raise RuntimeError('CUDA error: no kernel image is available for execution on the device\nmore text')
+
+    op = _unique('unlaunchable_op')
+    loaders = {'cpu': lambda: object()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert [custom_ops.resolve_impl(None, x, op, loaders, self_check=failing_check) for _ in range(3)] == ['ref'] * 3
+    assert len(checks) == 1 and len(caught) == 1
+    message = str(caught[0].message)
+    assert '\n' not in message and op in message and 'no kernel image' in message and 'reference' in message
+    with pytest.raises(custom_ops.PluginSelfCheckError, match='no kernel image'):
+        custom_ops.resolve_impl('cpu', x, op, loaders, self_check=failing_check)  # by name: an error
+
+    # A check that passes keeps the plugin, and runs once.
+    op = _unique('good_op')
+    assert [custom_ops.resolve_impl(None, x, op, loaders, self_check=lambda m, d: checks.append(d)) for _ in range(3)] \
+        == ['cpu'] * 3
+    assert len(checks) == 2
+
+
+def test_check_close():
+    custom_ops.check_close('op', torch.ones([2]), torch.ones([2]) + 1e-7, 1e-6)
+    with pytest.raises(custom_ops.PluginSelfCheckError, match='differs from ref by 0.5'):
+        custom_ops.check_close('op', torch.ones([2]), torch.tensor([1.0, 1.5]), 1e-3)
+    with pytest.raises(custom_ops.PluginSelfCheckError, match='differs'):
+        custom_ops.check_close('op', torch.tensor([float('nan')]), torch.ones([1]), 1e-3)
+    with pytest.raises(custom_ops.PluginSelfCheckError, match='shape'):
+        custom_ops.check_close('op', torch.ones([3]), torch.ones([2]), 1e-3)

@@ -1,6 +1,7 @@
 """upfirdn2d: the 'ref' spec against numpy/scipy brute force; compiled impls against 'ref'; gradients; sizes."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -293,18 +294,53 @@ def test_cpu_multithreaded_matches_ref():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_pixel_formula_on_cpu(dtype):
-    # The CUDA kernel's per-thread formula (ufd_output_pixel in upfirdn2d.h) runs here through the CPU plugin.
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_pixel_formula_on_cpu(dtype, layout):
+    # The CUDA kernel's per-thread work (ufd_output_element in upfirdn2d.h: the output index in NCHW or NHWC
+    # order, x read through its strides) runs here through the CPU plugin; y keeps x's layout.
     plugin = upfirdn2d._cpu_plugin()
     f = torch.tensor(FILTERS['2d'])
-    x = torch.randn([2, 3, 9, 7], dtype=dtype, generator=torch.Generator().manual_seed(5))
+    x = torch.randn([2, 3, 9, 7], dtype=dtype, generator=torch.Generator().manual_seed(5)).contiguous(memory_format=layout)
     for up, down, padding, flip_filter in itertools.product(
             [1, 2, [2, 1]], [1, 2, [1, 3]], [0, [3, -1, 1, -2]], [False, True]):
         upx, upy = upfirdn2d._xy(up, 'up')
         downx, downy = upfirdn2d._xy(down, 'down')
         got = plugin.upfirdn2d_pixelwise(x, f, upx, upy, downx, downy, *upfirdn2d._sides(padding), flip_filter, 1.7)
         want = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=1.7, impl='ref')
+        assert got.is_contiguous(memory_format=layout)
         assert_close_rel(got, want)
+
+
+@pytest.mark.parametrize("failure", ["raises", "wrong values"])
+def test_failing_launch_falls_back_to_ref_with_one_warning(monkeypatch, failure):
+    # A plugin that loads but whose first launch fails (as a CUDA build without code for the GPU does) or
+    # computes wrong values: the self-check catches it, one warning names the op and the cause, 'ref' runs.
+    from torch_utils import custom_ops
+    real = upfirdn2d._cpu_plugin()
+
+    class Broken:
+        def upfirdn2d(self, x, f, *geometry):
+            if failure == 'raises':
+                raise RuntimeError('upfirdn2d_cuda: kernel launch failed: no kernel image is available for execution '
+                                   'on the device')
+            return real.upfirdn2d(x, f, *geometry) * 1.01
+
+    monkeypatch.setattr(upfirdn2d, '_cpu_plugin', Broken)
+    monkeypatch.setattr(custom_ops, '_resolved', dict())
+    monkeypatch.delenv(custom_ops.IMPL_ENV, raising=False)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([1, 2, 8, 8])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        ys = [upfirdn2d.upsample2d(x, f), upfirdn2d.downsample2d(x, f), upfirdn2d.upsample2d(x, f)]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    cause = 'no kernel image' if failure == 'raises' else 'differs from ref'
+    assert 'upfirdn2d' in messages[0] and cause in messages[0] and '\n' not in messages[0]
+    for y, want in zip(ys, [upfirdn2d.upsample2d(x, f, impl='ref'), upfirdn2d.downsample2d(x, f, impl='ref')] * 2):
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+    with pytest.raises(custom_ops.PluginSelfCheckError, match=cause):
+        upfirdn2d.upsample2d(x, f, impl='cpu')  # asked for by name: an error, not a silent fallback
 
 
 @pytest.mark.gpu

@@ -28,17 +28,25 @@ def test_equals_direct_convolution_float64(impl, m, size):
     torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
 
 
+FLOAT32_EPS = torch.finfo(torch.float32).eps  # 1.19e-7
+
+
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("m,tolerance", [(2, 3e-6), (4, 6e-5)])
-def test_float32_error_is_small(impl, m, tolerance):
-    # Channel counts and magnitudes of a StyleGAN layer: float32 rounding only, no lost accuracy.
-    gen = torch.Generator().manual_seed(3)
+@pytest.mark.parametrize("m,bound_eps", [(2, 16), (4, 256)])
+@pytest.mark.parametrize("seed", [3, 4])
+def test_float32_error_is_small(impl, m, bound_eps, seed):
+    # Channel counts and magnitudes of a StyleGAN layer: float32 rounding only, no lost accuracy. The error
+    # against float64 is bounded on its own, not compared with F.conv2d's, whose size depends on the kernel
+    # oneDNN picks for this CPU (on a 2-core AMD EPYC with AVX2 it is the larger one). Measured there over
+    # seeds 3-5: F(2x2, 3x3) 2.5-3 eps; F(4x4, 3x3) 35-51 eps (its transforms have entries up to 8, which
+    # amplify rounding); F.conv2d 5-7 eps. A wrong tap, a lost term or float16/bfloat16 arithmetic anywhere
+    # (>= 1e-3, i.e. ~8000 eps) fails.
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn([2, 64, 16, 16], generator=gen)
     w = torch.randn([32, 64, 3, 3], generator=gen) / 24
     want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
-    direct_error = relative_error(torch.nn.functional.conv2d(x, w, padding=1).double(), want)
     error = relative_error(winograd.conv3x3(x, w, m=m, impl=impl).double(), want)
-    assert direct_error < error < tolerance
+    assert error < bound_eps * FLOAT32_EPS
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -3,7 +3,11 @@
 Every compiled op X ships `X_cpu.cpp` (C++/OpenMP kernel + binding) and `X_cuda.cpp` + `X.cu` + `X.h`
 (CUDA binding, kernel, shared declarations). `X.py` loads them through `get_plugin()` and picks an
 implementation per call through `resolve_impl()`, which falls back to the plain-PyTorch 'ref' path with
-one warning when a plugin cannot be built, so a missing compiler never stops training.
+one warning when a plugin cannot be built or its self-check (one tiny launch compared with 'ref') fails, so
+a missing compiler or a GPU the binary was not built for never stops training.
+
+Each op names its plugins with `Plugin(...)`: the sources are read and hashed on the first call only, after
+which the loaded module comes from memory, so an op call costs a dictionary lookup, not a file read.
 """
 
 import contextlib
@@ -34,7 +38,10 @@ IMPLS = ('ref', 'cpu', 'cuda')
 IMPL_ENV = 'HISTOSYNTH_OPS_IMPL'
 LOCK_TIMEOUT_ENV = 'HISTOSYNTH_BUILD_LOCK_TIMEOUT'
 DEFAULT_LOCK_TIMEOUT = 600.0
-DEFAULT_CUDA_ARCH_LIST = '9.0'  # Used only when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible.
+# Used only when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible (a Docker build, CI): machine code for the
+# data-centre and workstation generations that CUDA 13 supports, plus PTX of the newest, which the driver
+# compiles for any later GPU.
+DEFAULT_CUDA_ARCH_LIST = '7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX'  # = docker/Dockerfile's
 
 _plugins = dict()           # build digest => loaded module
 _resolved = dict()          # (op_name, impl) => loaded module, or the exception its loading raised
@@ -50,6 +57,10 @@ class BuildLockTimeout(dnnlib.util.UserError):
 
 class PluginBuildError(RuntimeError):
     """Compiling or importing a plugin failed (compiler error, missing toolkit, ...)."""
+
+
+class PluginSelfCheckError(RuntimeError):
+    """A loaded plugin's first launch failed (e.g. no kernel image for this GPU) or disagreed with 'ref'."""
 
 # ----------------------------------------------------------------------------
 
@@ -117,16 +128,22 @@ def extensions_root():
     return os.environ.get('TORCH_EXTENSIONS_DIR') or cpp_extension.get_default_build_root()
 
 
-def _cuda_include_dirs():
-    # torch's CUDA wheels ship the CUDA headers (cusparse.h, cublas_v2.h, ...) under site-packages/nvidia/cu*/include;
-    # a bare toolkit install may lack some of them, and torch's own headers include them.
+def _wheel_cuda_include_dirs():
+    """CUDA header folders of torch's pip wheels (site-packages/nvidia/cu<N>/include), other than the toolkit's.
+
+    A bare toolkit may lack some headers that torch's own headers include (cusparse.h, cublas_v2.h, ...).
+    Where both have a header (cuda_runtime.h, crt/...), the toolkit's must win, as it matches the nvcc doing
+    the build: these folders are searched after it (see _build_kwargs_with_defaults).
+    """
     try:
         import nvidia
     except ImportError:
         return []
+    home = _cuda_home()
+    own = os.path.realpath(os.path.join(home, 'include')) if home else None
     dirs = []
     for root in getattr(nvidia, '__path__', []):
-        dirs += sorted(glob.glob(os.path.join(root, 'cu*', 'include')))
+        dirs += [d for d in sorted(glob.glob(os.path.join(root, 'cu[0-9]*', 'include'))) if os.path.realpath(d) != own]
     return dirs
 
 
@@ -138,9 +155,12 @@ def _merge_flags(defaults, given):
 def _build_kwargs_with_defaults(with_cuda, build_kwargs):
     kwargs = dict(build_kwargs)
     if with_cuda:
-        kwargs['extra_cuda_cflags'] = _merge_flags(['--use_fast_math'], kwargs.get('extra_cuda_cflags'))
-        kwargs['extra_cflags'] = _merge_flags(['-O3'], kwargs.get('extra_cflags'))
-        kwargs['extra_include_paths'] = _merge_flags(_cuda_include_dirs(), kwargs.get('extra_include_paths'))
+        # Headers that only the wheels have (cusparse.h, ...) are searched last: -I would put them before the
+        # toolkit's own (which torch passes with -isystem), and a wheel of another CUDA release would win.
+        after = [f'-idirafter{d}' for d in _wheel_cuda_include_dirs()]
+        kwargs['extra_cuda_cflags'] = _merge_flags(['--use_fast_math'] + [f'-Xcompiler={a}' for a in after],
+                                                   kwargs.get('extra_cuda_cflags'))
+        kwargs['extra_cflags'] = _merge_flags(['-O3'] + after, kwargs.get('extra_cflags'))
     else:
         # No -march=native: the build cache may be shared between machines with different CPUs.
         kwargs['extra_cflags'] = _merge_flags(['-O3', '-fopenmp'], kwargs.get('extra_cflags'))
@@ -148,13 +168,28 @@ def _build_kwargs_with_defaults(with_cuda, build_kwargs):
     return kwargs
 
 
+def _visible_capabilities():
+    """Compute capabilities (major, minor) of the visible GPUs, or [] without any."""
+    if not torch.cuda.is_available():
+        return []
+    return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+
+
 def _cuda_arch_list(with_cuda):
+    """TORCH_CUDA_ARCH_LIST for a build: the user's, else the visible GPUs' (with PTX of the newest), else the default.
+
+    Always a concrete list, so that it enters the build digest: a shared extensions folder built on an sm_90
+    card is not loaded on an sm_80 one.
+    """
     if not with_cuda:
         return None
     arch = os.environ.get('TORCH_CUDA_ARCH_LIST')
     if arch:
         return arch
-    return None if torch.cuda.is_available() else DEFAULT_CUDA_ARCH_LIST
+    capabilities = sorted(set(_visible_capabilities()))
+    if not capabilities:
+        return DEFAULT_CUDA_ARCH_LIST
+    return ';'.join(f'{major}.{minor}' for major, minor in capabilities) + '+PTX'
 
 
 def _resolve_files(names, source_dir):
@@ -182,8 +217,21 @@ def _build_digest(module_name, files, with_cuda, kwargs):
     h.update(f'torch={torch.__version__} cuda={torch.version.cuda} python={sys.version}'.encode())
     h.update(f'machine={platform.machine()} cxx={os.environ.get("CXX", "c++")}'.encode())
     if with_cuda:
-        h.update(f'arch={_cuda_arch_list(True)} cuda_home={_cuda_home()}'.encode())
+        h.update(f'arch={_cuda_arch_list(True)} cuda_home={_cuda_home()} nvcc={_toolkit_identity()}'.encode())
     return h.hexdigest()[:24]
+
+
+def _toolkit_identity():
+    # A toolkit upgraded in place keeps its path: its version file (or nvcc's size and time) tells them apart.
+    home = _cuda_home()
+    if home is None:
+        return None
+    version_file = os.path.join(home, 'version.json')
+    if os.path.isfile(version_file):
+        with open(version_file, 'rb') as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    st = os.stat(os.path.join(home, 'bin', 'nvcc'))
+    return f'{st.st_size}-{st.st_mtime_ns}'
 
 
 def _plan(module_name, sources, headers, source_dir, build_kwargs):
@@ -338,6 +386,39 @@ def _summarise_error(err):
     line = errors[0] if errors else (lines[0] if lines else type(err).__name__)
     return line if len(line) <= 300 else line[:297] + '...'
 
+
+
+class Plugin:
+    """One compiled plugin of an op, resolved once per process.
+
+    Calling it builds or loads the module on the first call (get_plugin: the sources are read and hashed then)
+    and returns it from memory afterwards, so that an op's forward and backward pay a lookup, not a file read
+    and a SHA-256. A failed build is not remembered here: resolve_impl() remembers it per op.
+    """
+
+    def __init__(self, module_name, sources, headers=None, source_dir=None, **build_kwargs):
+        self.module_name = module_name
+        self.args = dict(sources=list(sources), headers=list(headers or []), source_dir=source_dir, **build_kwargs)
+        self.module = None
+
+    def __call__(self):
+        module = self.module
+        if module is None:
+            module = self.build()
+            self.module = module
+        return module
+
+    def build(self):
+        """get_plugin() with this plugin's arguments: hashes the sources, loads (building if needed)."""
+        return get_plugin(self.module_name, **self.args)
+
+    def paths(self):
+        """(build_dir, lock_file) of this plugin in the current extensions folder and environment."""
+        return plugin_paths(self.module_name, **self.args)
+
+    def __repr__(self):
+        return f'Plugin({self.module_name!r})'
+
 # ----------------------------------------------------------------------------
 
 
@@ -396,13 +477,16 @@ def force_impl(impl):
         _forced_impl = old
 
 
-def resolve_impl(impl, x, op_name, plugin_fn):
+def resolve_impl(impl, x, op_name, plugin_fn, self_check=None):
     """Pick the implementation of op_name for tensor x: 'ref', 'cpu' or 'cuda'.
 
     impl=None means force_impl()/HISTOSYNTH_OPS_IMPL if set, else the best one for x.device, falling back
-    to 'ref' (one warning per op) when the plugin cannot be built. A named 'cpu'/'cuda' (argument or forced)
-    must match x.device and raises if its plugin cannot be built. plugin_fn maps 'cpu'/'cuda' to the
-    plugin: a dict of zero-argument loaders, or callable(impl).
+    to 'ref' (one warning per op) when the plugin cannot be built or fails its self-check. A named
+    'cpu'/'cuda' (argument or forced) must match x.device and raises if its plugin cannot be built or fails
+    the check. plugin_fn maps 'cpu'/'cuda' to the plugin: a dict of zero-argument loaders, or callable(impl).
+    self_check(module, device), if given, runs once after loading: a tiny launch compared with 'ref' that
+    raises when the launch fails (e.g. "no kernel image is available" on a GPU the build did not target) or
+    its result differs.
     """
     automatic = impl is None and forced_impl() is None
     if impl is None:
@@ -415,7 +499,11 @@ def resolve_impl(impl, x, op_name, plugin_fn):
         return 'ref'
     if x.device.type != impl:
         raise dnnlib.util.UserError(f'{op_name}: impl={impl!r} cannot run on a {x.device.type} tensor')
-    loader = plugin_fn[impl] if isinstance(plugin_fn, dict) else (lambda: plugin_fn(impl))
+    if (op_name, impl) not in _resolved:
+        get = plugin_fn[impl] if isinstance(plugin_fn, dict) else (lambda: plugin_fn(impl))
+        loader = get if self_check is None else (lambda: _checked(get(), self_check, x.device))
+    else:
+        loader = None  # already resolved: _load_once does not call it
     if automatic:
         return impl if load_or_none(op_name, impl, loader) is not None else 'ref'
     # Asked for by name (tests, benchmarks, force_impl): a silent fallback would fake the result.
@@ -423,6 +511,29 @@ def resolve_impl(impl, x, op_name, plugin_fn):
     if isinstance(result, Exception):
         raise result
     return impl
+
+
+def _checked(module, self_check, device):
+    """module, after self_check(module, device) passed; a failure becomes a one-line PluginSelfCheckError."""
+    try:
+        with torch.no_grad():
+            self_check(module, device)
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)  # a failed launch may only show here
+    except PluginSelfCheckError:
+        raise
+    except Exception as err:
+        raise PluginSelfCheckError(f'self-check launch failed: {_one_line(err)}') from err
+    return module
+
+
+def check_close(op_name, got, want, tolerance):
+    """For self-checks: raise PluginSelfCheckError unless got matches want within tolerance (max abs difference)."""
+    if got.shape != want.shape:
+        raise PluginSelfCheckError(f'self-check: {op_name} returned shape {list(got.shape)}, expected {list(want.shape)}')
+    error = (got.double() - want.double()).abs().max().item() if want.numel() else 0.0
+    if not error <= tolerance:  # also catches NaN
+        raise PluginSelfCheckError(f'self-check: {op_name} differs from ref by {error:.3g} (tolerance {tolerance:g})')
 
 
 # ----------------------------------------------------------------------------

@@ -47,27 +47,30 @@ activation_funcs = {
 # Plugins: built on first use, cached on disk by custom_ops.
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_loaded = {}
 
-
-def _cpu_plugin():
-    # -fno-trapping-math lets the compiler turn the activations' branches into vector selects (same results).
-    if 'cpu' not in _loaded:
-        _loaded['cpu'] = custom_ops.get_plugin('bias_act_cpu_plugin', sources=['bias_act_cpu.cpp'],
-                                               headers=['bias_act.h'], source_dir=_HERE,
-                                               extra_cflags=['-fno-trapping-math'])
-    return _loaded['cpu']
-
-
-def _cuda_plugin():
-    if 'cuda' not in _loaded:
-        _loaded['cuda'] = custom_ops.get_plugin('bias_act_cuda_plugin', sources=['bias_act_cuda.cpp', 'bias_act.cu'],
-                                                headers=['bias_act.h'], source_dir=_HERE,
-                                                extra_cuda_cflags=['--use_fast_math'])
-    return _loaded['cuda']
-
-
+# Resolved once per process (custom_ops.Plugin): later calls return the loaded module without touching the sources.
+# -fno-trapping-math lets the compiler turn the activations' branches into vector selects (same results).
+_cpu_plugin = custom_ops.Plugin('bias_act_cpu_plugin', sources=['bias_act_cpu.cpp'], headers=['bias_act.h'],
+                                source_dir=_HERE, extra_cflags=['-fno-trapping-math'])
+_cuda_plugin = custom_ops.Plugin('bias_act_cuda_plugin', sources=['bias_act_cuda.cpp', 'bias_act.cu'],
+                                 headers=['bias_act.h'], source_dir=_HERE, extra_cuda_cflags=['--use_fast_math'])
 _plugins = {'cpu': _cpu_plugin, 'cuda': _cuda_plugin}
+
+
+def _self_check(plugin, device):
+    """One tiny launch (a StyleGAN layer's lrelu + bias + gain + clamp, float32) against 'ref'.
+
+    The inputs are multiples of 1/8 and the gain 2, so both sides are exact; the clamp cuts some values.
+    """
+    x = ((torch.arange(2 * 3 * 4 * 5, device=device) % 11 - 5) / 8).reshape([2, 3, 4, 5])
+    b = torch.tensor([0.25, -0.5, 0.125], device=device)
+    op = _Setting.make('ref', 1, 'lrelu', None, 2.0, 1.0)
+    blank = x.new_empty([0])
+    got, _ = plugin.bias_act(x, b, blank, blank, blank, 0, op.dim, activation_funcs[op.act].cuda_idx, op.alpha,
+                             op.gain, op.clamp, False)
+    custom_ops.check_close('bias_act', got, _reference(x, b, op), 1e-6)
+
+
 _kernel_dtypes = {'cpu': (torch.float32, torch.float64), 'cuda': (torch.float16, torch.float32, torch.float64)}
 
 # ----------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     """
     dim = _validate(x, b, dim, act)
     named = impl if impl is not None else custom_ops.forced_impl()
-    impl = custom_ops.resolve_impl(impl, x, 'bias_act', _plugins)
+    impl = custom_ops.resolve_impl(impl, x, 'bias_act', _plugins, self_check=_self_check)
     if impl != 'ref' and x.dtype not in _kernel_dtypes[impl]:
         if named is not None:
             supported = ', '.join(str(t) for t in _kernel_dtypes[impl])

@@ -35,7 +35,14 @@ static std::vector<torch::Tensor> bias_act_cuda(torch::Tensor x, torch::Tensor b
                 "bias_act_cuda: the bias must be a vector of x.size(dim) values on x's device, in x's dtype");
     TORCH_CHECK(ba_matches(xref, x) && ba_matches(yref, x) && ba_matches(dy, x),
                 "bias_act_cuda: saved tensors must match the input in shape, device, dtype and layout");
+    // The same demands as the CPU binding: a kernel without the saved tensor it reads would compute with zeros.
+    const bool act_needs_y = act >= BA_RELU && act <= BA_SOFTPLUS;
+    TORCH_CHECK(mode == 0 || !act_needs_y || yref.numel() > 0, "bias_act_cuda: this activation's gradient needs yref");
+    TORCH_CHECK(mode == 0 || act != BA_SWISH || xref.numel() > 0, "bias_act_cuda: swish's gradient needs xref");
+    TORCH_CHECK(mode == 0 || clamp < 0 || yref.numel() > 0, "bias_act_cuda: a clamped gradient needs yref");
     TORCH_CHECK(mode != 2 || dy.numel() > 0, "bias_act_cuda: mode 2 needs the first-order gradient");
+
+    TORCH_CHECK(!sum_bias || mode != 0, "bias_act_cuda: bias sums are for the gradient modes");
 
     c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor bc = b.contiguous();
@@ -65,7 +72,6 @@ static std::vector<torch::Tensor> bias_act_cuda(torch::Tensor x, torch::Tensor b
 
     // The bias gradient: the result summed over every dimension but `dim` (an ATen reduction).
     torch::Tensor total = x.new_empty({0});
-    TORCH_CHECK(!sum_bias || mode != 0, "bias_act_cuda: bias sums are for the gradient modes");
     if (sum_bias)
     {
         std::vector<int64_t> others;

@@ -29,14 +29,18 @@ UFD_FUNC int64_t ufd_out_size(int64_t in, int64_t up, int64_t down, int64_t pad0
 
 struct upfirdn2d_params
 {
-    const void*  x;         // [planes, in_h, in_w], contiguous
+    const void*  x;         // [planes, in_h, in_w], contiguous (CPU kernel); any strides below (ufd_output_element)
     const float* f;         // [fh, fw], contiguous, as given (not yet flipped)
-    void*        y;         // [planes, out_h, out_w], contiguous
+    void*        y;         // [planes, out_h, out_w], contiguous; or [batch, out_h, out_w, channels] (channels_last)
     int64_t      planes, in_h, in_w, out_h, out_w;
     int64_t      upx, upy, downx, downy, padx0, pady0;
     int64_t      fw, fh;
     bool         flip;      // true: correlate with f as given; false: true convolution
     double       gain;
+    // Layout (ufd_set_layout; used by ufd_output_element, i.e. the CUDA kernel and upfirdn2d_pixelwise):
+    int64_t      channels;                      // planes = batch * channels
+    int64_t      sx_n, sx_c, sx_h, sx_w;        // strides of x in elements
+    bool         channels_last;                 // y's memory order: NHWC (true) or NCHW (false), dense either way
 };
 
 // Why a geometry cannot be computed, or nullptr when it can (checked by both bindings before any work).
@@ -66,11 +70,24 @@ inline void ufd_set_geometry(upfirdn2d_params& p, int64_t planes, int64_t in_h, 
     p.gain = gain;
 }
 
+// x's strides and y's memory order, so that the kernel reads x where it lies and writes y in x's layout (a
+// channels_last x gives a channels_last y, with neighbouring threads on neighbouring channels).
+inline void ufd_set_layout(upfirdn2d_params& p, int64_t channels, int64_t sx_n, int64_t sx_c, int64_t sx_h, int64_t sx_w,
+    bool channels_last)
+{
+    p.channels = channels;
+    p.sx_n = sx_n; p.sx_c = sx_c; p.sx_h = sx_h; p.sx_w = sx_w;
+    p.channels_last = channels_last;
+}
+
 // One output pixel by direct summation over the taps that hit real input pixels. This is the CUDA kernel's
 // per-thread work; the CPU plugin exposes it too (upfirdn2d_pixelwise) so that tests check it without a GPU.
 // A is the accumulation type (float for half/float, double for double).
+// x_plane points at pixel (0, 0) of the plane, whose rows are row_stride and columns col_stride elements apart;
+// taps is the filter [fh, fw] as given (p.f, or a copy of it in the CUDA kernel's shared memory).
 template <class A, class T>
-UFD_FUNC A ufd_output_pixel(const T* x_plane, const upfirdn2d_params& p, int64_t ox, int64_t oy)
+UFD_FUNC A ufd_output_pixel(const T* x_plane, int64_t row_stride, int64_t col_stride, const float* taps,
+    const upfirdn2d_params& p, int64_t ox, int64_t oy)
 {
     const int64_t base_x = ox * p.downx - p.padx0;
     const int64_t base_y = oy * p.downy - p.pady0;
@@ -87,10 +104,35 @@ UFD_FUNC A ufd_output_pixel(const T* x_plane, const upfirdn2d_params& p, int64_t
             if (ix < 0 || ix >= p.in_w)
                 continue;
             const int64_t fx = p.flip ? kx : p.fw - 1 - kx;
-            acc += (A)x_plane[iy * p.in_w + ix] * (A)p.f[fy * p.fw + fx];
+            acc += (A)x_plane[iy * row_stride + ix * col_stride] * (A)taps[fy * p.fw + fx];
         }
     }
     return acc * (A)p.gain;
+}
+
+// Element i of y in y's memory order (NCHW or NHWC, see ufd_set_layout): the CUDA kernel's per-thread work,
+// which the CPU plugin also runs (upfirdn2d_pixelwise) so that tests check the indexing without a GPU.
+template <class A, class T>
+UFD_FUNC A ufd_output_element(const T* x, const float* taps, const upfirdn2d_params& p, int64_t i)
+{
+    int64_t n, c, oy, ox;
+    if (p.channels_last)
+    {
+        c = i % p.channels;
+        const int64_t pixel = i / p.channels;
+        ox = pixel % p.out_w;
+        oy = (pixel / p.out_w) % p.out_h;
+        n = pixel / (p.out_w * p.out_h);
+    }
+    else
+    {
+        ox = i % p.out_w;
+        oy = (i / p.out_w) % p.out_h;
+        const int64_t plane = i / (p.out_w * p.out_h);
+        c = plane % p.channels;
+        n = plane / p.channels;
+    }
+    return ufd_output_pixel<A>(x + n * p.sx_n + c * p.sx_c, p.sx_h, p.sx_w, taps, p, ox, oy);
 }
 
 // Defined in upfirdn2d.cu; visible wherever the CUDA runtime header is included (the .cu and its binding).

@@ -27,19 +27,35 @@ from .. import custom_ops
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _cpu_plugin():
-    return custom_ops.get_plugin('upfirdn2d_cpu_plugin', sources=['upfirdn2d_cpu.cpp'], headers=['upfirdn2d.h'],
-                                 source_dir=_HERE)
-
-
-def _cuda_plugin():
-    return custom_ops.get_plugin('upfirdn2d_cuda_plugin', sources=['upfirdn2d_cuda.cpp', 'upfirdn2d.cu'],
+# Resolved once per process (custom_ops.Plugin): later calls return the loaded module without touching the sources.
+_cpu_plugin = custom_ops.Plugin('upfirdn2d_cpu_plugin', sources=['upfirdn2d_cpu.cpp'], headers=['upfirdn2d.h'],
+                                source_dir=_HERE)
+_cuda_plugin = custom_ops.Plugin('upfirdn2d_cuda_plugin', sources=['upfirdn2d_cuda.cpp', 'upfirdn2d.cu'],
                                  headers=['upfirdn2d.h'], source_dir=_HERE, extra_cuda_cflags=['--use_fast_math'])
 
 
 def _resolve_impl(impl, x):
     """The implementation for this call: impl, or under None the forced one or the best that builds for x."""
-    return custom_ops.resolve_impl(impl, x, 'upfirdn2d', {'cpu': _cpu_plugin, 'cuda': _cuda_plugin})
+    return custom_ops.resolve_impl(impl, x, 'upfirdn2d', {'cpu': _cpu_plugin, 'cuda': _cuda_plugin},
+                                   self_check=_self_check)
+
+
+def _self_check(plugin, device):
+    """One tiny launch per layout the networks use (NCHW float32; channels_last float16 on a GPU) against 'ref'.
+
+    The values are multiples of 1/4 and the taps of 1/64, so both sides are exact in float32 and within
+    float16 rounding of the output (|y| < 2) in float16.
+    """
+    f = setup_filter([1, 3, 3, 1], device=device)
+    x = ((torch.arange(2 * 3 * 5 * 6, device=device) % 7 - 3) / 4).reshape([2, 3, 5, 6])
+    cases = [(x, 1e-6)]
+    if device.type == 'cuda':
+        cases.append((x.half().contiguous(memory_format=torch.channels_last), 2e-3))
+    for xs, tolerance in cases:
+        for up, down in [(2, 1), (1, 2)]:
+            plan = _Resampling.make(xs, f, up, down, _aligned_padding(f, 0, up=up, down=down), False, up * up)
+            got = plan.run(plugin, xs, f)
+            custom_ops.check_close('upfirdn2d', got.float(), _reference(xs.float(), f, plan), tolerance)
 
 # ----------------------------------------------------------------------------
 # Argument forms: factors as int or [x, y]; padding as int, [x, y] or [x0, x1, y0, y1].
@@ -253,7 +269,7 @@ def _reference(x, f, plan):
 class _Upfirdn2dKernel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, plan, impl):  # pylint: disable=arguments-differ
-        plugin = _cpu_plugin() if impl == 'cpu' else _cuda_plugin()
+        plugin = _cpu_plugin() if impl == 'cpu' else _cuda_plugin()  # from memory: resolved in upfirdn2d()
         y = plan.run(plugin, x, f)
         ctx.plan, ctx.impl, ctx.sizes = plan, impl, (x.shape[2], x.shape[3], y.shape[2], y.shape[3])
         ctx.save_for_backward(f)

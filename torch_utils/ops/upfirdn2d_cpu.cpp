@@ -316,6 +316,7 @@ static torch::Tensor setup_output(torch::Tensor& x, const torch::Tensor& f, upfi
     x = x.contiguous();
     ufd_set_geometry(p, x.size(0) * x.size(1), x.size(2), x.size(3), f.size(0), f.size(1),
         upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
+    ufd_set_layout(p, x.size(1), x.stride(0), x.stride(1), x.stride(2), x.stride(3), false);
     TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "upfirdn2d_cpu: the output would be empty");
     torch::Tensor y = torch::empty({x.size(0), x.size(1), p.out_h, p.out_w}, x.options());
     p.x = x.data_ptr();
@@ -354,26 +355,37 @@ static torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int up
     return upfirdn2d_with(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain, 0);
 }
 
-// The CUDA kernel's per-pixel formula (ufd_output_pixel), run on the CPU so tests can check it without a GPU.
+// The CUDA kernel's per-element work (ufd_output_element), run on the CPU so tests can check it without a GPU:
+// x is read through its strides and y comes in x's layout (channels_last stays channels_last), as in
+// upfirdn2d_cuda.cpp.
 static torch::Tensor upfirdn2d_pixelwise(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy,
     int padx0, int padx1, int pady0, int pady1, bool flip, double gain)
 {
+    TORCH_CHECK(x.device().is_cpu() && f.device().is_cpu(), "upfirdn2d_pixelwise: x and f must be CPU tensors");
+    TORCH_CHECK(x.dim() == 4 && f.dim() == 2, "upfirdn2d_pixelwise: x is [N, C, H, W] and f [fh, fw]");
+    TORCH_CHECK(f.scalar_type() == torch::kFloat, "upfirdn2d_pixelwise: the filter is float32");
+    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "upfirdn2d_pixelwise: x is float32 or float64");
+    const char* problem = ufd_geometry_problem(f.size(0), f.size(1), upx, upy, downx, downy);
+    TORCH_CHECK(problem == nullptr, problem);
+    const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+    const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    torch::Tensor xc = x.contiguous(format), fc = f.contiguous();
     upfirdn2d_params p;
-    torch::Tensor y = setup_output(x, f, p, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
-    torch::Tensor fc = f.contiguous();
+    ufd_set_geometry(p, xc.size(0) * xc.size(1), xc.size(2), xc.size(3), fc.size(0), fc.size(1),
+        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain);
+    ufd_set_layout(p, xc.size(1), xc.stride(0), xc.stride(1), xc.stride(2), xc.stride(3), channels_last);
+    TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "upfirdn2d_pixelwise: the output would be empty");
+    torch::Tensor y = torch::empty({xc.size(0), xc.size(1), p.out_h, p.out_w}, xc.options().memory_format(format));
+    p.x = xc.data_ptr();
     p.f = fc.data_ptr<float>();
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "upfirdn2d_pixelwise", [&]
+    p.y = y.data_ptr();
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "upfirdn2d_pixelwise", [&]
     {
         const scalar_t* xp = (const scalar_t*)p.x;
         scalar_t* yp = (scalar_t*)p.y;
         const int64_t total = p.planes * p.out_h * p.out_w;
         for (int64_t i = 0; i < total; i++)
-        {
-            const int64_t ox = i % p.out_w;
-            const int64_t oy = (i / p.out_w) % p.out_h;
-            const int64_t plane = i / (p.out_w * p.out_h);
-            yp[i] = ufd_output_pixel<scalar_t>(xp + plane * p.in_h * p.in_w, p, ox, oy);
-        }
+            yp[i] = ufd_output_element<scalar_t>(xp, p.f, p, i);
     });
     return y;
 }

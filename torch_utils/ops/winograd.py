@@ -88,8 +88,8 @@ def _transform_matrices(m, dtype):
     return {key: torch.tensor(value, dtype=dtype) for key, value in _MATRICES[m].items()}
 
 
-def _cpu_plugin():
-    return custom_ops.get_plugin('winograd_cpu_plugin', sources=['winograd_cpu.cpp'], source_dir=_HERE)
+# Resolved once per process: the transforms call it on every convolution.
+_cpu_plugin = custom_ops.Plugin('winograd_cpu_plugin', sources=['winograd_cpu.cpp'], source_dir=_HERE)
 
 
 def conv3x3(x, w, m=None, impl=None):
