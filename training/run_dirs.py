@@ -234,6 +234,7 @@ def plan_train_run(outdir, desc, args, resume):
     Returns an EasyDict: run_dir, args (the loop's kwargs), origin (the run's starting pickle, which goes into
     training_options.json), finished (nothing to do), notes (lines to print), restart (the log line, or None).
     """
+    args = dnnlib.EasyDict(args)
     plan = dnnlib.EasyDict(args=args, finished=False, notes=[], restart=None, origin=args.get('resume_pkl'))
     if resume is None:
         plan.run_dir = next_run_dir(outdir, desc)
