@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,8 @@ import numpy as np
 import PIL.Image
 import pytest
 from sklearn.metrics import roc_auc_score
+
+from browser import chromium
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -152,17 +153,6 @@ window.addEventListener('load', () => {
   document.body.appendChild(out);
 });
 </script>"""
-
-
-def chromium(*args, timeout=180):
-    exe = shutil.which('chromium') or shutil.which('chromium-browser')
-    if exe is None:
-        pytest.skip('chromium is not installed (.ci/run installs it with apt-get)')
-    proc = subprocess.run([exe, '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
-                           '--force-device-scale-factor=1', '--virtual-time-budget=10000', *args],
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def decoded_images(page):

@@ -8,6 +8,9 @@ Per slide `<name>` the output folder gets
   `<name>.csv.partial`, which becomes `<name>.csv` when the slide is done; `--resume` continues a partial file.
 - `<name>_map.npy` / `<name>_map.tif`: float32 score raster on the thumbnail grid (NaN where nothing was scored);
 - `<name>_overlay.png`: the heat map over the thumbnail with a colour bar and the lesion outlines.
+- `<name>.geojson` (QuPath tiles with scores, and the lesion outlines), `<name>_regions.xml` (flagged regions as ASAP
+  polygons, when a threshold is given) and `<name>_heatmap.tif` (the map as a pyramidal TIFF over the slide):
+  tools/slide_exports.py and tools/heatmap_tiff.py; with --viewer, `<name>_viewer/` (tools/slide_viewer.py).
 With annotations, `evaluation.md` and `evaluation.json`: patch-level AUROC/AUPR against the polygon labels and
 slide-level scores (max and top-k mean; AUROC over slides when the set has both kinds).
 
@@ -158,6 +161,14 @@ def format_row(i, plan, result, k):
     return values + [repr(float(result[key][k])) for key in anomaly.SCORE_FIELDS]
 
 
+def score_batch(models, images, batch, kappa=1.0, num_steps=None, method='encoder'):
+    """tools.anomaly's scores (and reconstructions) of uint8 patches: the one call both the CSV and the viewer's
+    patch images go through, so the two always agree."""
+    return anomaly.score_patches(models.G, images, method=method, E=models.E, D=models.D, kappa=kappa,
+                                 num_steps=num_steps, batch_size=batch, lpips=models.lpips, w_stats=models.w_stats,
+                                 progress=False, score=models.score)
+
+
 def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num_steps=None, method='encoder',
                 progress=True, timings=None):
     """Score the kept patches not yet in `partial` and append them to it, flushing after every batch."""
@@ -190,9 +201,7 @@ def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num
             if item is None:
                 break
             idx, images = item
-            result = anomaly.score_patches(models.G, images, method=method, E=models.E, D=models.D, kappa=kappa,
-                                           num_steps=num_steps, batch_size=batch, lpips=models.lpips,
-                                           w_stats=models.w_stats, progress=False, score=models.score)
+            result = score_batch(models, images, batch, kappa=kappa, num_steps=num_steps, method=method)
             t2 = time.perf_counter()
             writer.writerows(format_row(i, plan, result, k) for k, i in enumerate(idx.tolist()))
             f.flush()
@@ -267,6 +276,85 @@ def save_overlay(path, thumb, raster, tumour=None, title=''):
     plt.close(fig)
 
 
+def choose_threshold(threshold=None, threshold_from=None, quantile=0.99):
+    """(threshold or None, where it came from): --threshold, or the quantile of the patch scores in slide-map CSVs
+    of normal slides (a CSV or a folder of them)."""
+    from tools import slide_exports
+    if threshold is not None and threshold_from is not None:
+        raise UserError('give --threshold or --threshold-from, not both')
+    if threshold is not None:
+        return float(threshold), '--threshold'
+    if threshold_from is None:
+        return None, ''
+    if os.path.isdir(threshold_from):
+        found = sorted(os.path.join(threshold_from, f) for f in os.listdir(threshold_from) if f.endswith('.csv'))
+    elif os.path.isfile(threshold_from):
+        found = [threshold_from]
+    else:
+        raise UserError(f'--threshold-from: {threshold_from} does not exist')
+    if not found:
+        raise UserError(f'--threshold-from: no slide-map CSVs in {threshold_from}')
+    arrays = []
+    for csv_path in found:
+        try:
+            arrays.append(read_scores(csv_path).score)
+        except (KeyError, ValueError, OSError, csv.Error):
+            raise UserError(f'--threshold-from: {csv_path} is not a slide-map CSV') from None
+    value = slide_exports.threshold_from_normal(arrays, quantile)
+    count = sum(len(a) for a in arrays)
+    return value, f'{quantile:g} quantile of {count} patches on {len(found)} normal slide(s)'
+
+
+def patch_images(path, plan, models, indices, batch=64, workers=1, kappa=1.0, num_steps=None, method='encoder'):
+    """Yield (index, query, reconstruction) for the kept patches `indices`, read and scored again as the CSV's were."""
+    ids = np.array(sorted(indices), dtype=np.int64)
+    if not len(ids):
+        return
+    level_image = None
+    if _level_fits(plan.geom):
+        with wsi.open_slide(path) as slide:
+            level_image = slide.read_level(plan.geom.level)
+    with pt.PatchReader(workers) as reader:
+        for idx, images in iterate_batches(reader, path, plan, ids, batch, models.G.img_resolution, level_image):
+            result = score_batch(models, images, batch, kappa=kappa, num_steps=num_steps, method=method)
+            for k, i in enumerate(idx.tolist()):
+                yield i, images[k], result.recon[k]
+
+
+def export_slide(outdir, name, path, plan, scores, stride=None, threshold=None, threshold_source='', viewer=None,
+                 score_name='score', progress=True):
+    """The files for other viewers: QuPath GeoJSON, ASAP XML regions (with a threshold), the heat-map TIFF; and with
+    `viewer` (EasyDict(models, max_level, patches, batch, workers, kappa, num_steps, method)) the browser viewer.
+    Returns the viewer's build summary or None."""
+    from tools import heatmap_tiff, slide_exports, slide_viewer
+    with wsi.open_slide(path) as slide:
+        dimensions, mpp = slide.dimensions, slide.mpp
+    grid = slide_exports.PatchGrid(scores.x, scores.y, plan.geom.extent, slide_exports.grid_step(plan.geom, stride))
+    fields = anomaly.SCORE_FIELDS + ('tissue_fraction',) + (('label',) if plan.regions is not None else ())
+    slide_exports.write_geojson(os.path.join(outdir, name + '.geojson'), scores, threshold, plan.regions, fields)
+    regions_xml = os.path.join(outdir, name + '_regions.xml')
+    regions = []
+    if threshold is not None:
+        regions = slide_exports.write_regions_xml(regions_xml, grid, scores.score, threshold)
+    elif os.path.exists(regions_xml):
+        os.remove(regions_xml)  # from an earlier run with a threshold: it would not match this one
+    vmin, vmax = heatmap_tiff.colour_range(scores.score)
+    heatmap_tiff.write_heatmap_tiff(os.path.join(outdir, name + '_heatmap.tif'), grid, scores.score, dimensions,
+                                    mpp=mpp, vmin=vmin, vmax=vmax, description=dict(score=score_name, slide=name))
+    if viewer is None:
+        return None
+    chosen = slide_viewer.image_patches(scores, viewer.patches)
+    items = patch_images(path, plan, viewer.models, chosen, batch=viewer.batch, workers=viewer.workers,
+                         kappa=viewer.kappa, num_steps=viewer.num_steps, method=viewer.method)
+    lesions = [ring for r in (plan.regions or []) if r.kind == ann.TUMOR for ring in r.rings]
+    outlines = [ring for r in regions for ring in [r.outline] + r.holes]
+    return slide_viewer.build_viewer(
+        os.path.join(outdir, name + '_viewer'), path, name, scores, grid,
+        heatmap_tiff.colourise(grid.cells(scores.score), vmin, vmax), (vmin, vmax), heatmap_tiff.DEFAULT_CMAP,
+        dimensions, mpp, score_name, threshold=threshold, threshold_source=threshold_source,
+        lesions=lesions, regions=outlines, patch_items=items, max_level=viewer.max_level, progress=progress)
+
+
 def draw_map(outdir, name, plan, scores):
     raster = score_raster(plan.mask.shape, plan.cell, np.stack([scores.x, scores.y], axis=1), plan.geom.extent,
                           scores.score)
@@ -327,7 +415,9 @@ def markdown_table(result):
 
 def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_size=None, level=None, mpp=None,
                stride=None, tissue_min=DEFAULT_TISSUE_MIN, batch=64, workers=1, shard=None, annotations=None,
-               resume=False, kappa=1.0, num_steps=None, top_k=DEFAULT_TOP_K, device=None, progress=True, score=None):
+               resume=False, kappa=1.0, num_steps=None, top_k=DEFAULT_TOP_K, device=None, progress=True, score=None,
+               threshold=None, threshold_from=None, threshold_quantile=0.99, viewer=False, viewer_max_level=None,
+               viewer_patches=None):
     """Map every slide of `slide` (file, folder or .txt list; this shard's share) into `outdir`.
 
     Returns EasyDict(slides=[...], timings, evaluation or None)."""
@@ -335,6 +425,12 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
     if annotations is not None and os.path.isdir(annotations):
         ann.check_annotation_folder(annotations, [slide_name(p) for p in sd.find_slides(slide)])
     all_regions = check_inputs(paths, annotations)
+    threshold, threshold_source = choose_threshold(threshold, threshold_from, threshold_quantile)
+    if viewer and viewer_max_level is not None:
+        from tools import slide_viewer
+        for path in paths:
+            with wsi.open_slide(path) as slide:
+                slide_viewer.check_max_level(viewer_max_level, slide.dimensions, path)
     models = load_models(network, method, encoder, device, score)
     resolution = models.G.img_resolution
     opts = map_options(resolution, patch_size, level, mpp, stride, tissue_min)
@@ -342,6 +438,12 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
         raise UserError('--batch and --workers must be at least 1')
     timings = EasyDict(read=0.0, score=0.0, write=0.0, patches=0)
     done = []
+    viewer_opts = None
+    if viewer:
+        from tools import slide_viewer
+        viewer_opts = EasyDict(models=models, max_level=viewer_max_level, batch=batch, workers=workers, kappa=kappa,
+                               num_steps=num_steps, method=method, patches=slide_viewer.DEFAULT_PATCHES
+                               if viewer_patches is None else viewer_patches)
     for path, regions in zip(paths, all_regions):
         name = slide_name(path)
         plan = plan_map(path, opts, regions)
@@ -364,6 +466,12 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
                             f'made with other options?')
         t0 = time.perf_counter()
         draw_map(outdir, name, plan, scores)
+        built = export_slide(outdir, name, path, plan, scores, stride=opts.stride, threshold=threshold,
+                             threshold_source=threshold_source, viewer=viewer_opts, score_name=models.score,
+                             progress=progress)
+        if built is not None:
+            print(f'{name}: viewer in {built.seconds:.1f} s, {built.bytes / 2 ** 20:.1f} MB ({built.tiles} tiles, '
+                  f'levels 0..{built.max_level} of {built.top_level}, images of {built.images} patches)')
         timings.write += time.perf_counter() - t0
         timings.patches += len(scores.index)
         done.append(EasyDict(name=name, path=path, has_tumour=plan.has_tumour, scores=scores,
@@ -418,6 +526,18 @@ def _level_fits(geom):
 @click.option('--num-steps', type=click.IntRange(min=1), help='Projection steps (lpips, hybrid)')
 @click.option('--top-k', type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True,
               help='Slide score: mean of the k highest patch scores (reported beside the maximum)')
+@click.option('--threshold', type=float, help='Flag patches scoring at least this: classes in the GeoJSON, regions in '
+              '<slide>_regions.xml  [default: from --threshold-from, else nothing flagged]')
+@click.option('--threshold-from', metavar='PATH', help='Slide-map CSVs of normal slides (a CSV or a folder): the '
+              'threshold is the --threshold-quantile of their patch scores')
+@click.option('--threshold-quantile', type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+              help='Fraction of normal patches that stay below the threshold chosen with --threshold-from')
+@click.option('--viewer', is_flag=True, help='Also write <slide>_viewer/index.html: deep-zoom slide under the heat map, '
+              'outlines, and each patch\'s images and scores on a click (opens from file://, no server)')
+@click.option('--viewer-max-level', type=click.IntRange(min=0), help='Finest deep-zoom level of the viewer\'s tiles '
+              '(the slide is level ceil(log2(max side)))  [default: the level nearest 2 um/px]')
+@click.option('--viewer-patches', type=click.IntRange(min=0), help='Keep query / reconstruction / residual images for '
+              'this many highest-scoring patches  [default: 500]')
 @click.option('--device', help='torch device  [default: cuda if available]')
 def main(**kwargs):
     """Score every tissue patch of whole-slide images under a GAN trained on normal tissue and draw anomaly maps.
