@@ -58,9 +58,11 @@ def project_files(network, target, outdir, method='lpips', encoder=None, num_ste
         for video in videos:
             video.close()
         projs = cli_utils.images_to_uint8(result.images)
+        with_noise = method != 'encoder' and bool(projection.noise_layers(G))
+        noisy = cli_utils.images_to_uint8(result.images_noise) if with_noise else [None] * len(projs)
         latents = result.latent.cpu().numpy()
         for idx, name in enumerate(chunk_names):
-            projection.save_projection(dirs[idx], chunk[idx], projs[idx], latents[idx], w_space)
+            projection.save_projection(dirs[idx], chunk[idx], projs[idx], latents[idx], w_space, proj_noise=noisy[idx])
             rows.append(dict(name=name, outdir=dirs[idx], lpips=float(result.distance[idx]),
                              mse=float(np.mean((chunk[idx].astype(np.float64) / 127.5 - projs[idx] / 127.5) ** 2)),
                              psnr=projection.psnr(chunk[idx], projs[idx]), steps=len(result.history),
@@ -100,9 +102,12 @@ def write_summary(rows, path):
 def main(network, target, outdir, method, encoder, num_steps, seed, w_plus, save_video, batch_size, device):
     """Find the latent whose image best matches each target patch.
 
-    Writes target.png (the target at the network's resolution), proj.png, residual.png (|target - proj| heat
-    map), projected_w.npz (w [1, num_ws, w_dim]; generate.py --projected-w renders it; networks without a
-    mapping network write projected_z.npz with z [1, z_dim]) and, with --save-video, proj.mp4.
+    Writes target.png (the target at the network's resolution), proj.png (the projected latent rendered with the
+    generator's constant noise: the reconstruction that is measured and scored), residual.png (|target - proj|
+    heat map), projected_w.npz (w [1, num_ws, w_dim]; generate.py --projected-w renders proj.png from it; networks
+    without a mapping network write projected_z.npz with z [1, z_dim]), for lpips/hybrid on networks with noise
+    inputs proj-noise.png (the same w with the noise maps the search optimised, a picture only) and, with
+    --save-video, proj.mp4.
 
     \b
     python projector.py --network=network-snapshot-000800.pkl --target=patch.png --outdir=out

@@ -71,8 +71,19 @@ def tiny_z_family(res=32, seed=0):
     return ZGenerator(img_resolution=res).eval().requires_grad_(False), ZCritic(img_resolution=res).eval().requires_grad_(False)
 
 
-def save_snapshot(path, G, D):
-    legacy.save_network_pkl(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None), str(path))
+def save_snapshot(path, G, D, training_data=True):
+    """A snapshot pickle of (G, D). With training_data, it records as its training set (as train.py does) a zip of 8
+    of G's own images written beside it, so the anomaly tools find reference patches for D's minibatch-stddev."""
+    kwargs = None
+    if training_data:
+        from datasets import write_dataset_zip
+        from tools import cli_utils
+        z = torch.from_numpy(np.random.RandomState(99).randn(8, G.z_dim)).float()
+        with torch.no_grad():
+            images = cli_utils.images_to_uint8(G(z, torch.zeros([8, G.c_dim]), noise_mode='const'))
+        kwargs = dict(class_name='training.dataset.ImageFolderDataset',
+                      path=write_dataset_zip(str(path) + '-train.zip', images), use_labels=False, xflip=False)
+    legacy.save_network_pkl(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=kwargs), str(path))
     return str(path)
 
 

@@ -92,7 +92,8 @@ def test_projector_cli_writes_official_outputs(sg2_pkl, tmp_path, he_crops, one_
                                               '--num-steps', '3', '--save-video', '--device', 'cpu'])
     assert res.exit_code == 0, res.output
     assert 'centre-cropped from 36x40 to 36x36 and resized to 16x16' in res.output
-    assert sorted(os.listdir(outdir)) == ['proj.mp4', 'proj.png', 'projected_w.npz', 'residual.png', 'target.png']
+    assert sorted(os.listdir(outdir)) == ['proj-noise.png', 'proj.mp4', 'proj.png', 'projected_w.npz', 'residual.png',
+                                          'target.png']
     G = cli_utils.load_network(sg2_pkl, device='cpu')
     ws = generate.load_projected_w(str(outdir / 'projected_w.npz'))
     generate.check_projected_w(G, ws)
@@ -121,6 +122,70 @@ def test_projector_batch_mode_and_safetensors(sg2_pkl, tmp_path, he_crops, one_t
     assert [r['name'] for r in summary] == ['p0.png', 'p1.png', 'p2.png']
     for r in summary:
         assert float(r['lpips']) > 0 and os.path.isfile(os.path.join(r['outdir'], 'projected_w.npz'))
+
+
+@pytest.fixture(scope='module')
+def noisy_net(tmp_path_factory):
+    """(G, D, pkl) of a tiny StyleGAN2 whose noise inputs matter (strength 0.5), as in a trained network."""
+    G, D = tiny_stylegan2(16, seed=3, noise_strength=0.5)
+    return G, D, save_snapshot(tmp_path_factory.mktemp('noisy') / 'noisy.pkl', G, D)
+
+
+def test_scored_projection_is_the_saved_w_with_constant_noise(noisy_net, tmp_path, he_crops, lpips_net, one_thread):
+    """The reconstruction that is measured and scored is G(w) with G's constant noise buffers, which generate.py
+    --projected-w renders again from projected_w.npz; the optimised per-target noise maps are only a picture."""
+    from tools import anomaly
+    G, D, pkl = noisy_net
+    crop = he_crops(16, 1, seed=5)
+    target = _png(tmp_path / 'patch.png', crop[0])
+    res = CliRunner().invoke(projector.main, ['--network', pkl, '--target', target, '--outdir', str(tmp_path / 'out'),
+                                              '--num-steps', '12', '--device', 'cpu'])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(generate.generate_images_cmd, ['--network', pkl, '--outdir', str(tmp_path / 'gen'),
+                                                            '--projected-w', str(tmp_path / 'out' / 'projected_w.npz')])
+    assert res.exit_code == 0, res.output
+    proj = np.asarray(PIL.Image.open(tmp_path / 'out' / 'proj.png')).astype(int)
+    regenerated = np.asarray(PIL.Image.open(tmp_path / 'gen' / 'proj00.png')).astype(int)
+    assert np.abs(regenerated - proj).max() == 0
+    noisy = np.asarray(PIL.Image.open(tmp_path / 'out' / 'proj-noise.png')).astype(int)
+    assert np.abs(noisy - proj).mean() > 2  # the optimised maps do change the picture: they are not what is saved
+    # The same projection inside the anomaly score: the scored reconstruction is the saved w's constant-noise image.
+    scored = anomaly.score_patches(G, crop, method='lpips', score='lpips', num_steps=12, lpips=lpips_net,
+                                   progress=False)
+    np.testing.assert_array_equal(scored.recon[0].astype(int), proj)
+    ws = torch.from_numpy(generate.load_projected_w(str(tmp_path / 'out' / 'projected_w.npz')))
+    with torch.no_grad():
+        again = G.synthesis(ws, noise_mode='const')
+    x = projection.to_float(crop, 'cpu')
+    assert scored.residual[0] == pytest.approx(float((x - again.clamp(-1, 1)).square().mean()), rel=1e-5)
+    distance = (lpips_net.embed(again) - lpips_net.embed(x)).square().sum()  # LPIPS of G's raw output
+    assert scored.lpips[0] == pytest.approx(float(distance), rel=1e-4)
+
+
+def test_hybrid_starts_at_the_encoder_image(noisy_net, lpips_net, he_crops, one_thread):
+    """Step 0 of the hybrid is G(E(x)) with G's constant noise, and one step (learning rate 0 at the ramp's start)
+    leaves it there: the hybrid's score equals the encoder's."""
+    from tools import anomaly, train_encoder
+    G, D, _ = noisy_net
+    torch.manual_seed(2)
+    E = train_encoder.build_encoder(G, D, channel_base=128, channel_max=16).eval()
+    patches = he_crops(16, 3, seed=6)
+    x = projection.to_float(patches, 'cpu')
+    encoded = projection.run_method(G, x, method='encoder', E=E, lpips=lpips_net, progress=False)
+    hybrid = projection.run_method(G, x, method='hybrid', E=E, num_steps=1, lpips=lpips_net, progress=False)
+    torch.testing.assert_close(hybrid.history[0], encoded.distance, rtol=1e-5, atol=1e-6)  # step 0: same image
+    torch.testing.assert_close(hybrid.images, encoded.images, rtol=0, atol=1e-5)
+    torch.testing.assert_close(hybrid.latent, encoded.latent, rtol=0, atol=1e-6)
+    # Random start maps (the published projector's) would not start at G(E(x)) in a network with noise inputs.
+    fresh = projection.project(G, x, num_steps=1, init=encoded.latent, lpips=lpips_net, w_noise_scale=0,
+                               progress=False)
+    assert float((fresh.history[0] - encoded.distance).abs().max()) > 1e-3
+    reference = he_crops(16, 3, seed=7)
+    kwargs = dict(E=E, D=D, lpips=lpips_net, progress=False, reference=reference)
+    by_encoder = anomaly.score_patches(G, patches, method='encoder', **kwargs)
+    by_hybrid = anomaly.score_patches(G, patches, method='hybrid', num_steps=1, **kwargs)
+    for key in ('score', 'residual', 'features', 'critic'):
+        np.testing.assert_allclose(by_hybrid[key], by_encoder[key], rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize('kind', ['missing', 'not_an_image', 'truncated_png', 'empty_folder', 'encoder_mismatch'])

@@ -16,6 +16,8 @@ from sklearn import metrics
 from tools import anomaly, assets, slide_map
 from tools.histology import wsi
 
+from anomaly_data import any_tissue_crops
+from datasets import write_dataset_zip
 from projection_nets import save_snapshot, tiny_stylegan2
 from slide_map_inputs import LESION_BOX, asap_xml, save_encoder, write_lesion_slide
 
@@ -29,13 +31,14 @@ def lesion(tmp_path_factory, he_image):
         tile = np.asarray(img.convert('RGB'))
     slide, xml = write_lesion_slide(folder, he_image, tile)
     G, D = tiny_stylegan2(16)
+    reference = write_dataset_zip(folder / 'normal16.zip', any_tissue_crops(he_image, 16, 8, seed=5))
     return dict(folder=folder, slide=slide, xml=xml, image=he_image, network=save_snapshot(folder / 'net.pkl', G, D),
-                encoder=save_encoder(folder / 'enc.pkl', G, D))
+                encoder=save_encoder(folder / 'enc.pkl', G, D), reference=reference)
 
 
 def run(lesion, outdir, *extra):
     args = ['--network', lesion['network'], '--encoder', lesion['encoder'], '--slide', lesion['slide'],
-            '--outdir', str(outdir), '--device', 'cpu'] + GEOMETRY + list(extra)
+            '--outdir', str(outdir), '--device', 'cpu', '--reference-data', lesion['reference']] + GEOMETRY + list(extra)
     return CliRunner().invoke(slide_map.main, args)
 
 
@@ -92,6 +95,17 @@ def test_evaluation_equals_sklearn_on_its_csv(straight, lesion):
         assert label != 0 or overlap < 0.05
     keep = labels >= 0
     assert (labels == 1).sum() >= 5 and (labels == 0).sum() >= 20
+    # patches left out: partly in the lesion (no exclusion regions here), each counted once; the rasterised
+    # outline reaches up to a thumbnail cell (~3 px) past the box, so a patch touching it may count as partial
+    def overlaps(margin):
+        return np.array([max(0, min(int(r['x']) + int(r['size']), x1 + margin) - max(int(r['x']), x0 - margin)) *
+                         max(0, min(int(r['y']) + int(r['size']), y1 + margin) - max(int(r['y']), y0 - margin)) /
+                         int(r['size']) ** 2 for r in rows])
+    assert found['left_out'] == dict(partial_lesion=int((labels == -1).sum()), exclusion=0)
+    inside, grown = overlaps(0), overlaps(8)
+    assert ((inside > 0.05) & (inside < 0.45)).sum() <= found['left_out']['partial_lesion'] <= \
+        ((grown > 0) & (inside < 0.55)).sum()
+    assert found['left_out']['partial_lesion'] > 0
     assert found['patch_AUROC'] == pytest.approx(metrics.roc_auc_score(labels[keep], scores[keep]), rel=1e-9)
     assert found['patch_AUPR'] == pytest.approx(metrics.average_precision_score(labels[keep], scores[keep]), rel=1e-9)
     slide = json.load(open(outdir / 'evaluation.json'))['slides'][0]
@@ -175,7 +189,8 @@ def test_slide_set_evaluation_and_shards(lesion, straight, tmp_path, monkeypatch
     (notes / 'lesion.xml').write_text(open(lesion['xml']).read())
     outdir = tmp_path / 'maps'
     base = ['--network', lesion['network'], '--encoder', lesion['encoder'], '--slide', str(slides),
-            '--annotations', str(notes), '--device', 'cpu', '--outdir', str(outdir)] + GEOMETRY
+            '--annotations', str(notes), '--device', 'cpu', '--outdir', str(outdir),
+            '--reference-data', lesion['reference']] + GEOMETRY
     res = CliRunner().invoke(slide_map.main, base + ['--shard', '1/2'])
     assert res.exit_code == 0, res.output
     assert sorted(f for f in os.listdir(outdir) if f.endswith('.csv')) == ['normal.csv']

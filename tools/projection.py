@@ -5,9 +5,14 @@ Three ways in:
   (one vector for all layers, or one per layer = W+) and the synthesis noise maps with Adam against the LPIPS
   distance to the target. Families without a mapping network (DCGAN, WGAN-GP, PGAN) optimise z instead.
 - `encoder`: one forward pass of a trained encoder (networks/encoder.py, tools/train_encoder.py).
-- `hybrid`: the lpips optimisation started from the encoder's latent, with fewer steps.
+- `hybrid`: the lpips optimisation started from the encoder's latent and from the generator's constant noise
+  buffers, so that step 0 is exactly G(E(x)); fewer steps and a lower peak learning rate (HYBRID_INITIAL_LR).
 
-Every function works on a whole batch of targets at once; each target has its own latent and noise maps.
+Every function works on a whole batch of targets at once; each target has its own latent and noise maps. The noise
+maps are optimised only as a regulariser of the search, as in the published projector: the image that comes back
+(and is scored, saved and reproduced by `generate.py --projected-w`) is rendered from the latent with the
+generator's constant noise buffers, so per-target noise cannot paint an anomaly's texture back in. The image with
+the optimised maps comes back separately as `images_noise`.
 """
 
 import contextlib
@@ -38,6 +43,8 @@ LPIPS_MAX_SIZE = 256        # images are area-downsampled to at most this before
 METHODS = ('lpips', 'encoder', 'hybrid')
 HYBRID_STEPS_DIVISOR = 4    # hybrid default: a quarter of the lpips steps
 HYBRID_W_NOISE_SCALE = 0.0  # an encoder start is already close; exploration noise would only push it away
+HYBRID_INITIAL_LR = INITIAL_LR  # peak rate of the hybrid; chosen on held-out normal patches (see below)
+NOISE_INITS = ('random', 'const')
 
 #----------------------------------------------------------------------------
 # Latent spaces.
@@ -86,14 +93,22 @@ def noise_layers(G):
     return [m for m in root.modules() if 'noise_const' in getattr(m, '_buffers', {})]
 
 @contextlib.contextmanager
-def per_sample_noise(G, batch_size, generator):
-    """Give every target its own trainable noise maps [N, 1, H, W] in place of the shared buffers."""
+def per_sample_noise(G, batch_size, generator, init='random'):
+    """Give every target its own trainable noise maps [N, 1, H, W] in place of the shared buffers.
+
+    init 'random': fresh N(0, 1) maps (the published projector); 'const': copies of the generator's constant
+    buffers, so that before any step the images equal G's noise_mode='const' images."""
+    if init not in NOISE_INITS:
+        raise ValueError(f'noise init must be one of {NOISE_INITS}, not {init!r}')
     layers = noise_layers(G)
     saved = [layer.noise_const for layer in layers]
     maps = []
     try:
         for layer, buf in zip(layers, saved):
-            noise = torch.randn([batch_size, 1, *buf.shape[-2:]], generator=generator, device=buf.device)
+            if init == 'const':
+                noise = buf.detach().to(torch.float32).expand(batch_size, 1, *buf.shape[-2:]).clone()
+            else:
+                noise = torch.randn([batch_size, 1, *buf.shape[-2:]], generator=generator, device=buf.device)
             noise.requires_grad_(True)
             layer.noise_const = noise
             maps.append(noise)
@@ -135,13 +150,16 @@ def latent_noise_scale(t, scale=W_NOISE_SCALE):
 
 def project(G, targets, num_steps=1000, w_plus=False, init=None, seed=303, lpips=None, w_stats=None,
             initial_lr=INITIAL_LR, w_noise_scale=W_NOISE_SCALE, noise_reg_weight=NOISE_REG_WEIGHT,
-            on_step=None, progress=True):
+            noise_init='random', on_step=None, progress=True):
     """Optimise one latent per target so that synthesize(G, latent) matches it in LPIPS.
 
     targets: float [N, C, R, R] in [-1, 1] on G's device. init: optional start latents (encoder output,
-    [N, num_ws, w_dim] or [N, z_dim]); default the mean w (W space) or z = 0. on_step(step, images) sees the
-    images of every step (for videos). Returns EasyDict(latent (saved form), images, distance [N] (LPIPS of
-    the final images), history [num_steps, N] (LPIPS before each step)).
+    [N, num_ws, w_dim] or [N, z_dim]); default the mean w (W space) or z = 0. noise_init: 'random' or 'const'
+    (per_sample_noise). on_step(step, images) sees the images of every step (for videos). Returns
+    EasyDict(latent (saved form), images (rendered from latent with G's constant noise: what is scored and what
+    generate.py --projected-w reproduces), distance [N] (LPIPS of those images), images_noise (the same latent
+    with the optimised noise maps; equal to images for families without noise inputs), history [num_steps, N]
+    (LPIPS before each step, with the maps being optimised)).
     """
     check_generator(G)
     device = targets.device
@@ -166,7 +184,7 @@ def project(G, targets, num_steps=1000, w_plus=False, init=None, seed=303, lpips
 
     target_embed = lpips.embed(lpips_lib.area_downsample(targets, LPIPS_MAX_SIZE)).detach()
     history = []
-    with per_sample_noise(G, N, gen) as maps:
+    with per_sample_noise(G, N, gen, init=noise_init) as maps:
         optimizer = torch.optim.Adam([latent] + maps, betas=(0.9, 0.999), lr=initial_lr)
         bar = tqdm.trange(num_steps, desc='projecting', unit='step', disable=not progress, leave=False)
         for step in bar:
@@ -186,9 +204,12 @@ def project(G, targets, num_steps=1000, w_plus=False, init=None, seed=303, lpips
             history.append(distance.detach())
             bar.set_postfix(dist=f"{float(distance.detach().mean()):.4f}")
         with torch.no_grad():
-            images = synthesize(G, latent)
-            final = (lpips.embed(lpips_lib.area_downsample(images, LPIPS_MAX_SIZE)) - target_embed).square().sum(dim=1)
+            images_noise = synthesize(G, latent)
+    with torch.no_grad():  # the shared constant buffers are back in place
+        images = synthesize(G, latent)
+        final = (lpips.embed(lpips_lib.area_downsample(images, LPIPS_MAX_SIZE)) - target_embed).square().sum(dim=1)
     return dnnlib.EasyDict(latent=full_latent(G, latent.detach()), images=images, distance=final,
+                           images_noise=images_noise,
                            history=torch.stack(history) if history else torch.zeros([0, N], device=device))
 
 @torch.no_grad()
@@ -197,12 +218,14 @@ def encode(G, E, targets):
     latent = E(targets)
     if has_w_space(G) and latent.shape[1] == 1:
         latent = latent.expand(-1, G.num_ws, -1)
-    return dnnlib.EasyDict(latent=latent, images=synthesize(G, latent))
+    images = synthesize(G, latent)
+    return dnnlib.EasyDict(latent=latent, images=images, images_noise=images)
 
 def run_method(G, targets, method='lpips', E=None, num_steps=None, w_plus=False, seed=303, lpips=None,
-               w_stats=None, on_step=None, progress=True, measure_distance=True):
+               w_stats=None, on_step=None, progress=True, measure_distance=True, hybrid_lr=None):
     """Project targets with 'lpips', 'encoder' or 'hybrid'; returns the fields of project().
 
+    hybrid_lr: the hybrid's peak Adam rate (default HYBRID_INITIAL_LR).
     `distance` is the LPIPS distance of the final images. The encoder path alone can skip it
     (measure_distance=False: distance is NaN and VGG16 never runs, which is most of that path's cost).
     """
@@ -230,7 +253,8 @@ def run_method(G, targets, method='lpips', E=None, num_steps=None, w_plus=False,
         return start
     steps = 1000 // HYBRID_STEPS_DIVISOR if num_steps is None else num_steps
     return project(G, targets, num_steps=steps, w_plus=w_plus or E.w_plus, init=start.latent, seed=seed,
-                   lpips=lpips, w_stats=w_stats, w_noise_scale=HYBRID_W_NOISE_SCALE, on_step=on_step, progress=progress)
+                   lpips=lpips, w_stats=w_stats, initial_lr=HYBRID_INITIAL_LR if hybrid_lr is None else hybrid_lr,
+                   w_noise_scale=HYBRID_W_NOISE_SCALE, noise_init='const', on_step=on_step, progress=progress)
 
 #----------------------------------------------------------------------------
 # Targets.
@@ -319,11 +343,16 @@ def psnr(target, proj):
     mse = np.mean((target.astype(np.float64) - proj.astype(np.float64)) ** 2)
     return float('inf') if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
-def save_projection(outdir, target, proj, latent, w_space):
-    """target.png, proj.png, residual.png and projected_w.npz (w [1, num_ws, w_dim]) or projected_z.npz (z [1, z_dim])."""
+def save_projection(outdir, target, proj, latent, w_space, proj_noise=None):
+    """target.png, proj.png, residual.png and projected_w.npz (w [1, num_ws, w_dim]) or projected_z.npz (z [1, z_dim]).
+
+    proj is the latent's image with G's constant noise (what generate.py --projected-w renders); proj_noise, when
+    given, the same latent with the projection's optimised noise maps (proj-noise.png, a picture only)."""
     cli_utils.make_outdir(outdir)
     cli_utils.save_image(target, os.path.join(outdir, 'target.png'))
     cli_utils.save_image(proj, os.path.join(outdir, 'proj.png'))
+    if proj_noise is not None:
+        cli_utils.save_image(proj_noise, os.path.join(outdir, 'proj-noise.png'))
     cli_utils.save_image(heat_map(residual_map(target, proj)), os.path.join(outdir, 'residual.png'))
     key = 'w' if w_space else 'z'
     with dnnlib.util.atomic_write(os.path.join(outdir, f'projected_{key}.npz')) as tmp:

@@ -101,6 +101,9 @@ def _level_to_level0(pos_level: np.ndarray, geom: EasyDict) -> np.ndarray:
 # Area-weighted coverage of patches by a thumbnail-grid mask.
 
 
+FRACTION_EPS = 1e-9  # coverage fractions closer than this to 0 or 1 are rounding residue
+
+
 def box_fractions(mask: np.ndarray, cell: tuple[float, float], xy: np.ndarray, extent: float) -> np.ndarray:
     """float64 [N]: fraction of each level-0 box (x, y, extent) covered by `mask`.
 
@@ -115,7 +118,12 @@ def box_fractions(mask: np.ndarray, cell: tuple[float, float], xy: np.ndarray, e
     x0, y0 = xy[:, 0] / cell[0], xy[:, 1] / cell[1]
     x1, y1 = (xy[:, 0] + extent) / cell[0], (xy[:, 1] + extent) / cell[1]
     area = _sat_at(sat, x1, y1) - _sat_at(sat, x0, y1) - _sat_at(sat, x1, y0) + _sat_at(sat, x0, y0)
-    return np.clip(area / ((x1 - x0) * (y1 - y0)), 0.0, 1.0)
+    fraction = np.clip(area / ((x1 - x0) * (y1 - y0)), 0.0, 1.0)
+    # The four-corner difference leaves rounding residue (~1e-15) below and right of any covered area: a box the
+    # mask does not touch must read 0 exactly (an annotation's label tests `fraction <= 0`), a covered one 1.
+    fraction[fraction < FRACTION_EPS] = 0.0
+    fraction[fraction > 1 - FRACTION_EPS] = 1.0
+    return fraction
 
 
 def _sat_at(sat, u, v):
