@@ -36,6 +36,7 @@ from tools import anomaly, cli_utils, projection
 from tools.histology import annotations as ann
 from tools.histology import patches as pt
 from tools.histology import slide_dataset as sd
+from tools.histology import stain
 from tools.histology import wsi
 
 CSV_FIELDS = ('index', 'x', 'y', 'size', 'tissue_fraction', 'label') + anomaly.SCORE_FIELDS
@@ -47,15 +48,19 @@ IN_MEMORY_MAX_PIXELS = pt.IN_MEMORY_MAX_PIXELS  # smaller levels are decoded onc
 #----------------------------------------------------------------------------
 # Models and options.
 
-def load_models(network, method='encoder', encoder=None, device=None, score=None):
-    """EasyDict(G, D, E, lpips, w_stats, device, score) for anomaly.score_patches, loaded once for all slides."""
+def load_models(network, method='encoder', encoder=None, device=None, score=None, reference_data=None,
+                stain_normalize='none'):
+    """EasyDict(G, D, E, lpips, w_stats, device, score, reference, stain) for anomaly.score_patches, loaded once for
+    all slides (reference: the GAN's training patches for D's minibatch-stddev groups; stain: the normaliser)."""
     score = anomaly.default_score(method) if score is None else score
     G, D, E = anomaly.load_models(network, method, encoder, device, score)
     device = next(G.parameters()).device
+    reference, normalizer, _ = anomaly.load_reference(network, D, reference_data, stain_normalize, G.img_resolution)
     w_stats = projection.w_statistics(G) if method != 'encoder' and projection.has_w_space(G) else None
     needs_vgg = anomaly.needs_lpips(method, score)
     lpips = projection.lpips_lib.load_lpips(device) if needs_vgg else None
-    return EasyDict(G=G, D=D, E=E, lpips=lpips, w_stats=w_stats, device=device, score=score)
+    return EasyDict(G=G, D=D, E=E, lpips=lpips, w_stats=w_stats, device=device, score=score, reference=reference,
+                    stain=normalizer, stain_normalize=stain_normalize)
 
 
 def map_options(resolution, patch_size=None, level=None, mpp=None, stride=None, tissue_min=DEFAULT_TISSUE_MIN):
@@ -84,13 +89,18 @@ def annotation_for(annotations, path, many):
 
 
 def patch_labels(regions, plan):
-    """Per kept patch: 1 tumour, 0 normal, -1 undecided (partly tumour, or in an exclusion region)."""
+    """Per kept patch: 1 tumour, 0 normal, -1 undecided (partly tumour, or in an exclusion region). Also sets
+    plan.left_out: how many patches were undecided for each reason (an exclusion region wins)."""
     xy = plan.xy[plan.kept]
+    plan.left_out = dict(partial_lesion=0, exclusion=0)
     if regions is None:
         return np.full(len(xy), -1, dtype=np.int64)
-    fractions = [pt.box_fractions(ann.rasterize(regions, kind, plan.mask.shape, plan.cell), plan.cell, xy,
-                                  plan.geom.extent) for kind in (ann.TUMOR, ann.EXCLUSION)]
-    return ann.label_patches(*fractions)
+    tumour, exclusion = [pt.box_fractions(ann.rasterize(regions, kind, plan.mask.shape, plan.cell), plan.cell, xy,
+                                          plan.geom.extent) for kind in (ann.TUMOR, ann.EXCLUSION)]
+    labels = ann.label_patches(tumour, exclusion)
+    plan.left_out = dict(partial_lesion=int(np.sum((labels == ann.LABEL_SKIP) & (exclusion <= 0))),
+                         exclusion=int(np.sum((labels == ann.LABEL_SKIP) & (exclusion > 0))))
+    return labels
 
 
 def check_inputs(paths, annotations):
@@ -163,10 +173,14 @@ def format_row(i, plan, result, k):
 
 def score_batch(models, images, batch, kappa=1.0, num_steps=None, method='encoder'):
     """tools.anomaly's scores (and reconstructions) of uint8 patches: the one call both the CSV and the viewer's
-    patch images go through, so the two always agree."""
-    return anomaly.score_patches(models.G, images, method=method, E=models.E, D=models.D, kappa=kappa,
-                                 num_steps=num_steps, batch_size=batch, lpips=models.lpips, w_stats=models.w_stats,
-                                 progress=False, score=models.score)
+    patch images go through, so the two always agree. The patches are stain-normalised first (models.stain); the
+    result's `query` holds what was scored."""
+    query = stain.apply(models.get('stain'), images)
+    result = anomaly.score_patches(models.G, query, method=method, E=models.E, D=models.D, kappa=kappa,
+                                   num_steps=num_steps, batch_size=batch, lpips=models.lpips, w_stats=models.w_stats,
+                                   progress=False, score=models.score, reference=models.get('reference'))
+    result.query = query
+    return result
 
 
 def score_slide(path, plan, models, partial, batch=64, workers=1, kappa=1.0, num_steps=None, method='encoder',
@@ -318,7 +332,7 @@ def patch_images(path, plan, models, indices, batch=64, workers=1, kappa=1.0, nu
         for idx, images in iterate_batches(reader, path, plan, ids, batch, models.G.img_resolution, level_image):
             result = score_batch(models, images, batch, kappa=kappa, num_steps=num_steps, method=method)
             for k, i in enumerate(idx.tolist()):
-                yield i, images[k], result.recon[k]
+                yield i, result.query[k], result.recon[k]
 
 
 def export_slide(outdir, name, path, plan, scores, stride=None, threshold=None, threshold_source='', viewer=None,
@@ -382,10 +396,12 @@ def evaluate(slides, top_k=DEFAULT_TOP_K):
     values = np.concatenate([s.scores.score for s in slides])
     decided = labels >= 0
     result = dict(num_slides=len(slides), num_patches=int(len(labels)), num_tumour_patches=int((labels == 1).sum()),
-                  num_normal_patches=int((labels == 0).sum()), top_k=top_k)
+                  num_normal_patches=int((labels == 0).sum()), top_k=top_k,
+                  left_out={k: sum(s.get('left_out', {}).get(k, 0) for s in slides)
+                            for k in ('partial_lesion', 'exclusion')})
     if set(np.unique(labels[decided])) == {0, 1}:
         found = anomaly.detection_metrics(labels[decided], values[decided])
-        result.update(patch_AUROC=found['AUROC'], patch_AUPR=found['AUPR'], patch_F1max=found['F1max'])
+        result.update(patch_AUROC=found['AUROC'], patch_AUPR=found['AUPR'], patch_F1_oracle=found['F1_oracle'])
     per_slide = []
     for s in slides:
         peak, top = slide_scores(s.scores.score, top_k) if len(s.scores.score) else (float('nan'),) * 2
@@ -403,7 +419,7 @@ def markdown_table(result):
     def num(v):
         return '–' if v is None else f'{v:.4f}'
     lines = [f'| metric | value |', '|---|---|']
-    for key in ('patch_AUROC', 'patch_AUPR', 'patch_F1max', 'slide_AUROC_max', 'slide_AUROC_top_k_mean'):
+    for key in ('patch_AUROC', 'patch_AUPR', 'patch_F1_oracle', 'slide_AUROC_max', 'slide_AUROC_top_k_mean'):
         lines.append(f'| {key} | {num(result.get(key))} |')
     lines += ['', f'| slide | tumour | patches | max | top-{result["top_k"]} mean |', '|---|---|---|---|---|']
     for p in result['slides']:
@@ -417,7 +433,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
                stride=None, tissue_min=DEFAULT_TISSUE_MIN, batch=64, workers=1, shard=None, annotations=None,
                resume=False, kappa=1.0, num_steps=None, top_k=DEFAULT_TOP_K, device=None, progress=True, score=None,
                threshold=None, threshold_from=None, threshold_quantile=0.99, viewer=False, viewer_max_level=None,
-               viewer_patches=None):
+               viewer_patches=None, reference_data=None, stain_normalize='none'):
     """Map every slide of `slide` (file, folder or .txt list; this shard's share) into `outdir`.
 
     Returns EasyDict(slides=[...], timings, evaluation or None)."""
@@ -431,7 +447,7 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
         for path in paths:
             with wsi.open_slide(path) as slide:
                 slide_viewer.check_max_level(viewer_max_level, slide.dimensions, path)
-    models = load_models(network, method, encoder, device, score)
+    models = load_models(network, method, encoder, device, score, reference_data, stain_normalize)
     resolution = models.G.img_resolution
     opts = map_options(resolution, patch_size, level, mpp, stride, tissue_min)
     if batch < 1 or workers < 1:
@@ -475,11 +491,12 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
         timings.write += time.perf_counter() - t0
         timings.patches += len(scores.index)
         done.append(EasyDict(name=name, path=path, has_tumour=plan.has_tumour, scores=scores,
-                             annotated=plan.regions is not None))
+                             annotated=plan.regions is not None, left_out=plan.left_out))
     evaluation = None
     if annotations is not None and done:
         evaluation = evaluate(done, top_k)
-        evaluation.update(method=method, score=models.score, network=str(network), encoder=None if encoder is None else str(encoder))
+        evaluation.update(method=method, score=models.score, network=str(network), encoder=None if encoder is None else str(encoder),
+                          stain_normalize=stain_normalize)
         with dnnlib.util.atomic_write(os.path.join(outdir, 'evaluation.json')) as tmp:
             with open(tmp, 'w') as f:
                 json.dump(evaluation, f, indent=2)
@@ -502,8 +519,8 @@ def _level_fits(geom):
 @click.option('--outdir', required=True, metavar='DIR', help='Where the CSVs, maps, overlays and evaluation go')
 @click.option('--encoder', metavar='PKL', help='Encoder snapshot from tools.train_encoder (needed by encoder, hybrid)')
 @click.option('--method', type=click.Choice(projection.METHODS), default='encoder', show_default=True,
-              help='encoder: one forward pass per patch (f-AnoGAN score); lpips / hybrid: projector optimisation, '
-                   'much slower')
+              help='encoder: one forward pass per patch; lpips / hybrid: projector optimisation, much slower '
+                   '(every method is scored with the f-AnoGAN score unless --score says otherwise)')
 @click.option('--score', type=click.Choice(anomaly.SCORES), help=anomaly.SCORE_HELP)
 @click.option('--patch-size', type=click.IntRange(min=pt.MIN_PATCH_SIZE),
               help='Patch side in pixels at --level/--mpp; resized to the network\'s resolution  [default: that '
@@ -538,6 +555,10 @@ def _level_fits(geom):
               '(the slide is level ceil(log2(max side)))  [default: the level nearest 2 um/px]')
 @click.option('--viewer-patches', type=click.IntRange(min=0), help='Keep query / reconstruction / residual images for '
               'this many highest-scoring patches  [default: 500]')
+@click.option('--reference-data', metavar='PATH',
+              help='The GAN\'s training patches (folder or zip): the minibatch-stddev reference group and the stain '
+                   'target  [default: the path the network pickle records]')
+@click.option('--stain-normalize', type=click.Choice(stain.METHODS), default='none', show_default=True, help=stain.HELP)
 @click.option('--device', help='torch device  [default: cuda if available]')
 def main(**kwargs):
     """Score every tissue patch of whole-slide images under a GAN trained on normal tissue and draw anomaly maps.
