@@ -10,10 +10,11 @@ It runs the commands a user would type, printing each one before it runs:
   6. calc_metrics.py: FID and SWD against the held-out patches, which training never saw;
   7. tools.train_encoder: an f-AnoGAN encoder for the trained generator, on the training patches;
   8. projector.py: a few normal and a few tumour patches mapped into the latent space;
-  9. tools.anomaly evaluate --score=perceptual: AUROC of held-out normal (0) against tumour (1) patches;
- 10. the other direction: a GAN and encoder of the tumour tile's patches, then tools.anomaly evaluate
-     --score=critic of held-out tile patches (0) against held-out slide patches (1). At CPU scale only this
-     direction is detected (README, tools.anomaly);
+  9. tools.anomaly evaluate (the f-AnoGAN score, its default): AUROC of held-out normal (0) against tumour (1)
+     patches, and the AUROC of each term alone (pixel residual, D features, critic);
+ 10. the other direction: a GAN and encoder of the tumour tile's patches, then tools.anomaly evaluate of held-out
+     tile patches (0) against held-out slide patches (1). At CPU scale only this direction is detected, mostly
+     by the critic term (README, tools.anomaly);
  11. tools.report: one self-contained page, <outdir>/report.html, with every picture and number.
 """
 
@@ -348,17 +349,20 @@ def train_encoder(demo, out, snapshot, data, kimg, batch, runs='encoder-runs', w
     return enc_dir, latest(enc_dir, 'encoder-snapshot-', '.pkl')
 
 
-def evaluate(demo, title, snapshot, encoder, data, outdir, score, label):
-    """tools.anomaly evaluate, its three metrics and the AUROC of every score term alone, as report numbers."""
+def evaluate(demo, title, snapshot, encoder, data, outdir, label, score=None):
+    """tools.anomaly evaluate (its default score unless `score`), its metrics and the AUROC of every score term
+    alone, as report numbers."""
     text = demo.run(title, [
         '-m', 'tools.anomaly', 'evaluate', f'--network={shown(snapshot)}', f'--encoder={shown(encoder)}',
-        f'--data={shown(data)}', f'--outdir={shown(outdir)}', '--method=encoder', f'--score={score}'])
+        f'--data={shown(data)}', f'--outdir={shown(outdir)}', '--method=encoder'] + (
+            [f'--score={score}'] if score else []))
     found = json_lines(text)
     if not found:
         raise StepFailed('tools.anomaly evaluate printed no result line')
-    for key in ('AUROC', 'AUPR', 'F1max'):
-        demo.number(f'{label}anomaly {key}, {score} score ({os.path.splitext(os.path.basename(data))[0]})',
-                    float(found[-1][key]))
+    for key in ('AUROC', 'AUPR', 'F1_oracle', 'F1_at_threshold'):
+        if found[-1].get(key) is not None:
+            demo.number(f'{label}anomaly {key}, {found[-1]["score"]} score '
+                        f'({os.path.splitext(os.path.basename(data))[0]})', float(found[-1][key]))
     text = demo.run_python('AUROC of each term of the score on its own (pixel residual, D features, LPIPS, critic)',
                            f'score_aurocs({q(shown(os.path.join(outdir, "scores.csv")))})')
     for term, value in json_lines(text)[-1].items():
@@ -376,8 +380,8 @@ def detect_anomalies(demo, out, p, snapshot, profile):
     with open(os.path.join(projection, 'summary.csv'), newline='') as f:
         for row in csv.DictReader(f):
             demo.number(f'projection LPIPS, {os.path.splitext(row["name"])[0]}', float(row['lpips']))
-    evaluate(demo, 'Anomaly detection: perceptual scores (LPIPS + D features) of held-out normal (0) vs tumour (1) '
-             'patches', snapshot, encoder, p['labelled'], anomaly, 'perceptual', label='')
+    evaluate(demo, 'Anomaly detection: f-AnoGAN scores (pixel residual + D features) of held-out normal (0) vs '
+             'tumour (1) patches', snapshot, encoder, p['labelled'], anomaly, label='')
     return enc_dir, projection, anomaly
 
 
@@ -388,8 +392,8 @@ def detect_other_direction(demo, out, p, profile):
                             'the tumour tile\'s training patches')
     _, encoder = train_encoder(demo, out, snapshot, p['tumour_train'], profile['tile_encoder_kimg'],
                                profile['encoder_batch'], runs='encoder-runs-tile', what='the same tumour patches')
-    evaluate(demo, 'The other direction: critic scores (-D) of held-out tumour (0, the GAN\'s tissue) vs held-out '
-             'slide (1) patches', snapshot, encoder, p['reverse'], anomaly, 'critic', label='tile GAN: ')
+    evaluate(demo, 'The other direction: f-AnoGAN scores of held-out tumour (0, the GAN\'s tissue) vs held-out '
+             'slide (1) patches', snapshot, encoder, p['reverse'], anomaly, label='tile GAN: ')
     return anomaly
 
 
@@ -429,7 +433,8 @@ def write_manifest(demo, out, p, run_dir, grids, enc_dir, projection, anomaly, r
                  text='Measured over training seeds, a briefly trained GAN of this skin slide flags the tumour in '
                       'some runs and not in others (AUROC 0.14-0.85; the slide\'s epidermis resembles the tumour at '
                       'this patch size), while a GAN of the tumour tile flags the slide\'s tissue in every run '
-                      '(critic AUROC 0.86-0.95 over five seeds). Here: the critic score -D(patch) of this run.',
+                      '(critic AUROC 0.86-0.95 over five seeds). Here: the f-AnoGAN score of this run; the critic '
+                      'term alone is among the numbers below.',
                  images=[dict(path=rel(os.path.join(reverse, 'roc.png')), caption='ROC curve'),
                          dict(path=rel(os.path.join(reverse, 'fig4.png')), caption='query / reconstruction / residual')]),
             dict(title='Every number', numbers=demo.numbers),
