@@ -67,7 +67,8 @@ def expected_numbers(out):
     for folder in ('anomaly', 'anomaly-tile-vs-slide'):
         with open(out / folder / 'metrics.json') as f:
             metrics = json.load(f)
-        found.update({f'{folder} {k}': metrics[k] for k in ('AUROC', 'AUPR', 'F1max')})
+        found.update({f'{folder} {k}': metrics[k] for k in ('AUROC', 'AUPR', 'F1_oracle', 'F1_at_threshold')
+                      if metrics[k] is not None})
         with open(out / folder / 'scores.csv', newline='') as f:
             rows = list(csv.DictReader(f))
         for term in ('residual', 'features', 'lpips', 'critic'):  # each term alone as the score, by scikit-learn
