@@ -190,11 +190,51 @@ def load_checkpoint(path):
     return model, state
 
 #----------------------------------------------------------------------------
+# Continuing a run (--resume): outdir is the run.
+
+# Options a continued run may change: its length (the cosine schedule is a function of epoch and epochs).
+EXTENDABLE_OPTIONS = ('epochs',)
+
+def resumed_state(outdir, last_path, resume, options, resolution):
+    """last.pt's checkpoint to continue from, or None to start; refuses a start over a run and a change of options."""
+    from training import run_dirs
+    exists = os.path.isfile(last_path)
+    if not resume:
+        if exists:
+            raise dnnlib.util.UserError(f"'{outdir}' already holds a run (last.pt); continue it with --resume "
+                                        '(or --resume=auto), or choose another --outdir')
+        return None
+    if not exists:
+        if resume == 'auto':
+            print(f"--resume=auto: no run in '{outdir}' yet; starting one")
+            return None
+        raise dnnlib.util.UserError(f"--resume: '{outdir}' has no last.pt to continue from")
+    _, state = load_checkpoint(last_path)
+    if state['resolution'] != resolution:
+        raise dnnlib.util.UserError(f'--resume: last.pt was trained on {state["resolution"]}px patches, '
+                                    f'this dataset has {resolution}px')
+    keys = run_dirs.differences(state['options'], options, EXTENDABLE_OPTIONS)
+    if keys:
+        raise dnnlib.util.UserError(f"--resume: '{outdir}' was trained with other options "
+                                    f"({run_dirs.describe_differences(state['options'], options, keys)}); repeat its options")
+    print(run_dirs.restart_line('last.pt', f'after epoch {int(state["epoch"])}'))
+    return state
+
+def tidy_run_dir(outdir, start_epoch):
+    """Temporary files of interrupted writes go, and the stats.jsonl lines of epochs after start_epoch (trained again)."""
+    from training import run_dirs
+    run_dirs.remove_temporaries(outdir)
+    run_dirs.truncate_jsonl(os.path.join(outdir, 'stats.jsonl'), lambda record: record.get('epoch', 0) <= start_epoch)
+
+#----------------------------------------------------------------------------
 # Training.
 
 def train_classifier(data, outdir, val_split=0.1, epochs=20, batch=32, lr=1e-3, pretrained=None, seed=0,
                      workers=2, resume=False, device=None):
-    """Train DenseNet121 on a labelled patch dataset; keeps best.pt (best validation accuracy) and last.pt."""
+    """Train DenseNet121 on a labelled patch dataset; keeps best.pt (best validation accuracy) and last.pt.
+
+    resume: False starts a run in outdir (refused when outdir holds one); True continues outdir's run from last.pt;
+    'auto' continues it when there is one and starts it otherwise. A finished run is left as it is."""
     device = cli_utils.default_device() if device is None else torch.device(device)
     dataset, labels = open_labelled_dataset(data)
     counts = class_counts(labels)
@@ -215,18 +255,17 @@ def train_classifier(data, outdir, val_split=0.1, epochs=20, batch=32, lr=1e-3, 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start_epoch, best_accuracy = 0, -1.0
     last_path, best_path = os.path.join(outdir, 'last.pt'), os.path.join(outdir, 'best.pt')
-    if resume:
-        if not os.path.isfile(last_path):
-            raise dnnlib.util.UserError(f"--resume: '{outdir}' has no last.pt to continue from")
-        _, state = load_checkpoint(last_path)
-        if state['resolution'] != resolution:
-            raise dnnlib.util.UserError(f'--resume: last.pt was trained on {state["resolution"]}px patches, '
-                                        f'this dataset has {resolution}px')
+    state = resumed_state(outdir, last_path, resume, options, resolution)
+    if state is not None:
+        start_epoch, best_accuracy = int(state['epoch']), float(state['best_accuracy'])
+        if start_epoch >= epochs:
+            print(f"'{outdir}' has finished: {start_epoch} of {epochs} epochs; nothing to do")
+            return dict(best_accuracy=best_accuracy, best=best_path, last=last_path)
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
-        start_epoch, best_accuracy = int(state['epoch']), float(state['best_accuracy'])
         print(f'Resuming after epoch {start_epoch} (best validation accuracy so far {best_accuracy:.4f})')
     cli_utils.make_outdir(outdir)
+    tidy_run_dir(outdir, start_epoch)
     print(f'{len(train_idx)} training and {len(val_idx)} validation patches of {resolution}px '
           f'({counts[0]} normal, {counts[1]} tumour in all), device {device}')
 
@@ -263,12 +302,12 @@ def train_classifier(data, outdir, val_split=0.1, epochs=20, batch=32, lr=1e-3, 
         if improved:
             best_accuracy = report['accuracy']
             save_checkpoint(best_path, model, None, epoch + 1, best_accuracy, resolution, options)
-        save_checkpoint(last_path, model, optimizer, epoch + 1, best_accuracy, resolution, options)
         record = dict(epoch=epoch + 1, lr=lr_now, train_loss=loss_sum / seen, train_accuracy=correct / seen,
                       val_accuracy=report['accuracy'], val_recall=report['recall'], best=improved,
                       sec=time.time() - t0, timestamp=time.time())
-        with open(stats_path, 'a') as f:
+        with open(stats_path, 'a') as f:  # before last.pt: a run killed in between drops the line when it resumes
             f.write(json.dumps(record) + '\n')
+        save_checkpoint(last_path, model, optimizer, epoch + 1, best_accuracy, resolution, options)
         print(f'epoch {epoch + 1}/{epochs}  loss {record["train_loss"]:.4f}  train acc {record["train_accuracy"]:.3f}  '
               f'val acc {report["accuracy"]:.3f}{"  (best)" if improved else ""}  {record["sec"]:.0f}s')
     return dict(best_accuracy=best_accuracy, best=best_path, last=last_path)
@@ -368,16 +407,20 @@ def cli():
               help='ImageNet DenseNet121 state dict to start from (never fetched unless given); default: from scratch')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the split, shuffling and augmentation')
 @click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader worker processes')
-@click.option('--resume', is_flag=True, default=False, help='Continue from OUTDIR/last.pt')
+@click.option('--resume', is_flag=False, flag_value='last', default=None, metavar='[auto]',
+              help='Continue the run in OUTDIR from its last.pt (the same options; --epochs may change). --resume=auto: '
+                   'continue it if there is one, else start it. A finished run says so and exits 0')
 @click.option('--device', default=None, help='torch device (default: cuda if available, else cpu)')
-def train_cmd(**kwargs):
+def train_cmd(resume, **kwargs):
     """Train the classifier on real labelled patches.
 
     \b
     python -m tools.classifier train --data=camelyon64_train.zip --outdir=runs/cls64 --epochs=20
     """
     try:
-        result = train_classifier(**kwargs)
+        if resume not in (None, 'last', 'auto'):
+            raise dnnlib.util.UserError(f'--resume takes no value but auto (got {resume})')
+        result = train_classifier(resume={None: False, 'last': True}.get(resume, resume), **kwargs)
         print(f'Best validation accuracy {result["best_accuracy"]:.4f}: {result["best"]}')
     except dnnlib.util.UserError as err:
         raise click.ClickException(str(err))

@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import time
 
 import click
@@ -269,6 +270,7 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
     total = int(kimg * 1000)
     tick_nimg = max(int(tick_kimg * 1000), 1)
     sums, count, tick_start, cur_tick = {}, 0, time.time(), cur_nimg // tick_nimg
+    tidy_run_dir(run_dir, cur_tick)  # what a killed process left in a run continued in place
     last_pkl = resume
     bar = tqdm.tqdm(total=total, initial=min(cur_nimg, total), unit='img', desc='encoder', disable=not progress)
     with open(os.path.join(run_dir, 'stats.jsonl'), 'at') as stats:
@@ -329,6 +331,72 @@ def make_run_dir(outdir, data):
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-encoder-{name}')
 
 #----------------------------------------------------------------------------
+# Continuing a run in its own folder (--resume=DIR, --resume=auto).
+
+ENCODER_OPTIONS = 'encoder_options.json'
+# Options free to change between restarts of one run; --resume=DIR may also change the length.
+REPORTING_OPTIONS = ('snap_ticks', 'workers', 'device', 'resume_pkl')
+EXTENDABLE_OPTIONS = ('kimg',)
+
+def tidy_run_dir(run_dir, cur_tick):
+    """Delete temporary files of interrupted writes and states whose pickle never arrived; keep the stats.jsonl
+    lines of ticks up to cur_tick (the later ones are trained again)."""
+    from training import run_dirs
+    run_dirs.remove_temporaries(run_dir)
+    for name in os.listdir(run_dir):
+        match = re.fullmatch(r'encoder-state-(.+)\.pt', name)
+        if match and not os.path.isfile(os.path.join(run_dir, f'encoder-snapshot-{match.group(1)}.pkl')):
+            os.remove(os.path.join(run_dir, name))
+    run_dirs.truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'), lambda row: row.get('tick', 0) <= cur_tick)
+
+def latest_snapshot(run_dir):
+    """(images trained, encoder-snapshot pickle) of the run's newest snapshot with its state, or (0, None)."""
+    found = [(0, None)]
+    for name in os.listdir(run_dir):
+        match = re.fullmatch(r'encoder-snapshot-(\d+)(?:\.(\d+))?\.pkl', name)
+        path = os.path.join(run_dir, name)
+        if match and os.path.isfile(state_path_for(path)):
+            found.append((int(match.group(1)) * 1000 + int(match.group(2) or 0), path))
+    return max(found)
+
+def choose_run(outdir, options, resume):
+    """(run dir, snapshot to resume from or None, message when the run has finished, the pickle the run started from)
+    for --resume=auto or a run dir.
+
+    auto: the newest unfinished run in outdir whose encoder_options.json matches `options` (all but snap, workers,
+    device), else a new run dir. A run dir: continued in place with the same options (a different --kimg allowed)."""
+    from training import run_dirs
+    finished = lambda path, kimg: latest_snapshot(path)[0] >= int(kimg * 1000)
+    if resume == 'auto':
+        same = [path for path in run_dirs.list_runs(outdir)
+                if (stored := run_dirs.read_options(os.path.join(path, ENCODER_OPTIONS))) is not None
+                and not run_dirs.differences(stored, options, REPORTING_OPTIONS)]
+        unfinished, done = run_dirs.newest_unfinished(same, lambda path: finished(path, options['kimg']))
+        run_dir = unfinished or done
+        if run_dir is None:
+            run_dir = make_run_dir(outdir, options['data'])
+            print(f'--resume=auto: no encoder run with these options in {outdir}; starting {run_dir}')
+            return run_dir, None, None, None
+        if unfinished:
+            print(f'--resume=auto: continuing {run_dir}')
+    else:
+        run_dir = resume
+        stored = run_dirs.read_options(os.path.join(run_dir, ENCODER_OPTIONS))
+        if stored is None:
+            raise dnnlib.util.UserError(f'--resume: {run_dir} is not an encoder run dir (no {ENCODER_OPTIONS}); '
+                                        'give an encoder-snapshot-*.pkl to start a new run from it')
+        keys = run_dirs.differences(stored, options, REPORTING_OPTIONS + EXTENDABLE_OPTIONS)
+        if keys:
+            raise dnnlib.util.UserError(f'--resume: {run_dir} was trained with other options '
+                                        f'({run_dirs.describe_differences(stored, options, keys)}); repeat its options')
+    origin = run_dirs.read_options(os.path.join(run_dir, ENCODER_OPTIONS)).get('resume_pkl')
+    nimg, pkl = latest_snapshot(run_dir)
+    if nimg >= int(options['kimg'] * 1000):
+        return run_dir, pkl, f'{run_dir} has finished: {nimg / 1000:g} of {options["kimg"]:g} kimg; nothing to do', origin
+    print(run_dirs.restart_line(os.path.basename(pkl) if pkl else 'the start', f'kimg {nimg / 1000:.3f}'))
+    return run_dir, pkl or origin, None, origin
+
+#----------------------------------------------------------------------------
 
 @click.command()
 @click.option('--network', help='Frozen GAN snapshot (.pkl or .safetensors) with G_ema and D', required=True)
@@ -344,7 +412,10 @@ def make_run_dir(outdir, data):
 @click.option('--tick', 'tick_kimg', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help='kimg between stats.jsonl lines')
 @click.option('--snap', 'snap_ticks', type=click.IntRange(min=1), default=10, show_default=True, help='Ticks between snapshots')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights and the data order')
-@click.option('--resume', help='Continue exactly from an encoder-snapshot-*.pkl (its state file must sit beside it)', metavar='PKL')
+@click.option('--resume', help='auto: continue the newest unfinished run in --outdir with the same options (all but --snap, '
+              '--workers, --device), or start one. A run dir: continue it in place from its latest snapshot (--kimg may '
+              'change). A pickle: a new run from that encoder-snapshot-*.pkl (its state file must sit beside it)',
+              metavar='auto|DIR|PKL')
 @click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader worker processes')
 @click.option('--device', help='torch device  [default: cuda if available]')
 def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, heldout, w_plus, lr, tick_kimg, snap_ticks, seed, resume, workers, device):
@@ -353,13 +424,28 @@ def main(network, data, outdir, kimg, batch_size, kappa, lpips_weight, heldout, 
     \b
     python -m tools.train_encoder --network=network-snapshot-000800.pkl --data=normal.zip --outdir=encoder-runs
     """
+    run_dir = None
     try:
-        run_dir = make_run_dir(outdir, data)
+        options = dict(network=str(network), data=str(data), kimg=kimg, batch_size=batch_size, kappa=kappa,
+                       lpips_weight=lpips_weight, heldout=heldout, w_plus=w_plus, lr=lr, tick_kimg=tick_kimg,
+                       snap_ticks=snap_ticks, seed=seed, workers=workers, device=device)
+        if resume == 'auto' or (resume is not None and os.path.isdir(resume)):
+            run_dir, resume, finished, origin = choose_run(outdir, options, resume)
+            if finished:
+                print(finished)
+                return
+        else:
+            run_dir, origin = make_run_dir(outdir, data), resume
         print(f'Run dir: {run_dir}')
+        os.makedirs(run_dir, exist_ok=True)
+        with dnnlib.util.atomic_write(os.path.join(run_dir, ENCODER_OPTIONS)) as tmp, open(tmp, 'w') as f:
+            json.dump(dict(options, resume_pkl=origin), f, indent=2)
         last = train_encoder(network, data, run_dir, kimg=kimg, batch_size=batch_size, kappa=kappa, lr=lr,
                              lpips_weight=lpips_weight, w_plus=w_plus, tick_kimg=tick_kimg, snap_ticks=snap_ticks,
                              seed=seed, resume=resume, workers=workers, device=device, heldout=heldout)
     except dnnlib.util.UserError as err:
+        if run_dir is not None and os.path.isdir(run_dir) and os.listdir(run_dir) == [ENCODER_OPTIONS]:
+            shutil.rmtree(run_dir)  # a refused start leaves nothing behind
         raise click.ClickException(str(err))
     print(f'Last snapshot: {last}')
 
