@@ -14,7 +14,7 @@ import numpy as np
 import dnnlib
 
 TILE = 512
-ZLIB_LEVEL = 1   # the map is flat colour in patch-sized blocks: level 1 packs it nearly as well, 3x faster
+ZLIB_LEVEL = 1   # half the CPU time of the default 6 for twice the size (a CAMELYON16 slide: ~4 min, ~0.6 GB)
 DEFAULT_CMAP = 'inferno'
 
 
@@ -60,8 +60,9 @@ def _tiles(rgba, grid, size, downsample, tile):
             cx = np.floor(((np.arange(tx, tx + tile) + 0.5) * downsample[0] - grid.origin[0]) / grid.step).astype(
                 np.int64)
             col_ok = (cx >= 0) & (cx < cols)
-            if not row_ok.any() or not col_ok.any():
-                yield clear
+            if not row_ok.any() or not col_ok.any() or not rgba[cy[row_ok].min():cy[row_ok].max() + 1,
+                                                                 cx[col_ok].min():cx[col_ok].max() + 1, 3].any():
+                yield clear  # off the grid, or only unscored cells (glass): most tiles of a slide
                 continue
             # two 1-D gathers (rows, then columns) cost a fraction of one 2-D fancy index
             band = rgba_clear.take(np.where(row_ok, cy, rows), axis=0)
@@ -84,7 +85,8 @@ def write_heatmap_tiff(path, grid, scores, dimensions, mpp=None, vmin=None, vmax
             for i, (w, h) in enumerate(sizes):
                 downsample = (dimensions[0] / w, dimensions[1] / h)
                 kwargs = dict(shape=(h, w, 4), dtype=np.uint8, tile=(tile, tile), photometric='rgb',
-                              extrasamples=('unassalpha',), compression='zlib', compressionargs=dict(level=ZLIB_LEVEL),
+                              extrasamples=('unassalpha',), compression='zlib',
+                              compressionargs=dict(level=ZLIB_LEVEL),
                               metadata=None,
                               subfiletype=0 if i == 0 else 1)
                 if i == 0:

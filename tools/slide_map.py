@@ -487,7 +487,8 @@ def map_slides(network, slide, outdir, encoder=None, method='encoder', patch_siz
                              progress=progress)
         if built is not None:
             print(f'{name}: viewer in {built.seconds:.1f} s, {built.bytes / 2 ** 20:.1f} MB ({built.tiles} tiles, '
-                  f'levels 0..{built.max_level} of {built.top_level}, images of {built.images} patches)')
+                  f'levels 0..{built.max_level} of {built.top_level}, images of {built.images} patches; tiles '
+                  f'{built.tile_seconds:.1f} s, {built.tile_bytes / 2 ** 20:.1f} MB)')
         timings.write += time.perf_counter() - t0
         timings.patches += len(scores.index)
         done.append(EasyDict(name=name, path=path, has_tumour=plan.has_tumour, scores=scores,

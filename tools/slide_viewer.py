@@ -128,6 +128,7 @@ def build_viewer(path, slide_path, name, scores, grid, heat_rgba, heat_range, cm
     with dnnlib.util.atomic_write(path, folder=True) as tmp:
         os.makedirs(tmp, exist_ok=True)
         (tile_w, tile_h), num_tiles = write_tiles(tmp, slide_path, max_level, progress)
+        tile_seconds = time.perf_counter() - start
         shutil.copyfile(script, os.path.join(tmp, 'openseadragon.min.js'))
         shutil.copyfile(TEMPLATE, os.path.join(tmp, 'index.html'))
         if heat_rgba.size == 0:  # no patch scored: a transparent pixel
@@ -150,7 +151,8 @@ def build_viewer(path, slide_path, name, scores, grid, heat_rgba, heat_range, cm
         with open(os.path.join(tmp, 'data.js'), 'w') as f:
             # a script, not JSON: NaN is a JavaScript value, and <script src> loads from file:// where fetch cannot
             f.write('window.SLIDE = ' + json.dumps(data, separators=(',', ':')) + ';\n')
-    return dnnlib.EasyDict(seconds=time.perf_counter() - start, bytes=folder_size(path), tiles=num_tiles,
+    return dnnlib.EasyDict(seconds=time.perf_counter() - start, tile_seconds=tile_seconds, bytes=folder_size(path),
+                           tile_bytes=folder_size(os.path.join(path, 'slide_files')), tiles=num_tiles,
                            max_level=max_level, top_level=top, images=len(images),
                            tile_mpp=None if mpp is None else mpp * 2 ** (top - max_level))
 
