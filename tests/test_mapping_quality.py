@@ -95,3 +95,45 @@ def test_lpips_margin(one_thread):
     constant = np.clip(np.rint(x.astype(np.float64).mean(axis=0)), 0, 255).astype(np.uint8)
     flat = mapping_quality.mapping_quality(x, np.broadcast_to(constant, x.shape).copy(), constant=constant, lpips=lpips)
     assert flat['lpips_margin'] == pytest.approx(0, abs=1e-6) and 'LPIPS margin' in flat['warning']
+
+
+def test_evaluate_reports_the_check_and_warns_on_a_collapsed_encoder(tmp_path, one_thread):
+    """tools.anomaly evaluate with an untrained encoder (every patch lands near w_avg): the JSON's mapping_quality
+    block equals the check recomputed from G(E(x)) of the normal patches, flags the collapse and warns in one line."""
+    import json
+    import pickle
+
+    import torch
+    from click.testing import CliRunner
+    from datasets import write_dataset_zip
+    from projection_nets import image_from_w, save_snapshot, tiny_stylegan2
+
+    from tools import anomaly, cli_utils, train_encoder
+    G, D = tiny_stylegan2(16)
+    pkl = save_snapshot(tmp_path / 'net.pkl', G, D)
+    torch.manual_seed(0)
+    E = train_encoder.build_encoder(G, D, channel_base=128, channel_max=16).eval()
+    E.out.weight.data.mul_(1e-3)  # an encoder that has learnt nothing: one latent for every patch
+    with open(tmp_path / 'enc.pkl', 'wb') as f:
+        pickle.dump(dict(E=E), f)
+    with torch.no_grad():
+        normal = np.concatenate([cli_utils.images_to_uint8(image_from_w(G, seed)[1]) for seed in range(20, 26)])
+        reference = np.concatenate([cli_utils.images_to_uint8(image_from_w(G, seed)[1]) for seed in range(40, 48)])
+    other = _patches(n=4, size=16, seed=9)
+    data = write_dataset_zip(tmp_path / 'labelled.zip', np.concatenate([normal, other]), labels=[0] * 6 + [1] * 4)
+    res = CliRunner().invoke(anomaly.cli, ['evaluate', '--network', pkl, '--encoder', str(tmp_path / 'enc.pkl'),
+                                           '--data', data, '--outdir', str(tmp_path / 'eval'), '--device', 'cpu',
+                                           '--reference-data', write_dataset_zip(tmp_path / 'reference.zip', reference)])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / 'eval' / 'metrics.json') as f:
+        block = json.load(f)['mapping_quality']
+    with torch.no_grad():
+        x = torch.from_numpy(normal).permute(0, 3, 1, 2).float() / 127.5 - 1
+        recons = cli_utils.images_to_uint8(G.synthesis(E(x).expand(-1, G.num_ws, -1), noise_mode='const').clamp(-1, 1))
+    expected = mapping_quality.mapping_quality(normal, recons, lpips=lpips_lib.load_lpips())
+    assert block['num_images'] == 6
+    for key in ('psnr_recon', 'psnr_constant', 'psnr_margin', 'lpips_margin', 'diversity_ratio'):
+        assert block[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), key
+    assert block['collapsed'] is True and block['diversity_ratio'] < 0.05
+    warnings = [line for line in res.output.splitlines() if line.startswith('Warning: the mapping')]
+    assert len(warnings) == 1 and 'collapse' in warnings[0]

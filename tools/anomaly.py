@@ -363,6 +363,9 @@ def evaluate(network, data, outdir, method='encoder', encoder=None, kappa=1.0, n
                  stain_unchanged_patches=None if normalizer is None else int(normalizer.unchanged),
                  reference_data=reference_path, network=str(network),
                  encoder=None if encoder is None else str(encoder), data=str(data))
+    from tools import mapping_quality  # does the mapping reconstruct held-out normal patches, or return one average?
+    found['mapping_quality'] = mapping_quality.check(images[labels == 0], result.recon[labels == 0],
+                                                     device=next(G.parameters()).device)
     cli_utils.make_outdir(outdir)
     write_scores_csv(os.path.join(outdir, 'scores.csv'), names, result, labels, validation)
     plot_roc(os.path.join(outdir, 'roc.png'), labels, result.score, found['AUROC'], title=f'{method}, {score} score: {os.path.basename(str(data))}')

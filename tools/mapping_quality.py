@@ -120,6 +120,14 @@ def warning(quality):
     return ('the mapping does not reconstruct held-out normal patches: ' + '; '.join(problems) +
             '. Scores then measure distance from an average patch; train the encoder longer.')
 
+def check(queries, recons, device='cpu', lpips=None, constant=None, file=None):
+    """mapping_quality with LPIPS (VGG16 from the asset registry unless given) and the warning printed; the dict."""
+    from tools import lpips as lpips_lib
+    lpips = lpips_lib.load_lpips(device) if lpips is None and len(queries) >= 2 else lpips
+    quality = mapping_quality(queries, recons, constant=constant, lpips=lpips, device=device)
+    warn(quality, file=file)
+    return quality
+
 def warn(quality, file=None):
     """Print the warning line (if any) to stderr."""
     if quality.get('warning'):
