@@ -161,6 +161,22 @@ def test_region_tracing_on_a_hand_made_grid():
     assert hole.bounds == pytest.approx((1200, 700, 1300, 800), abs=100 / 8 + 1e-9) and hole.contains(
         shapely.geometry.Point(1250, 750))
 
+def test_exports_of_a_slide_without_patches(tmp_path):
+    """No tissue, nothing scored: an empty FeatureCollection, an ASAP file without regions, a transparent TIFF."""
+    from dnnlib import EasyDict
+    from tools import heatmap_tiff
+    empty = np.zeros(0)
+    scores = EasyDict(index=empty.astype(int), x=empty, y=empty, size=empty, score=empty, tissue_fraction=empty)
+    grid = slide_exports.PatchGrid(empty, empty, extent=128, step=128)
+    slide_exports.write_geojson(str(tmp_path / 'a.geojson'), scores, 0.5, None, ('score', 'tissue_fraction'))
+    assert json.loads((tmp_path / 'a.geojson').read_text()) == dict(type='FeatureCollection', features=[])
+    assert slide_exports.write_regions_xml(str(tmp_path / 'a.xml'), grid, empty, 0.5) == []
+    assert ann.load_annotations(str(tmp_path / 'a.xml')) == []
+    heatmap_tiff.write_heatmap_tiff(str(tmp_path / 'a.tif'), grid, empty, (1000, 700), mpp=0.5)
+    with tifffile.TiffFile(tmp_path / 'a.tif') as tif:
+        assert [p.shape for p in tif.pages] == [(700, 1000, 4), (350, 500, 4)]
+        assert not tif.pages[0].asarray().any()
+
 #----------------------------------------------------------------------------
 # The heat-map TIFF.
 

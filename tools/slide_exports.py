@@ -161,6 +161,8 @@ def _trace(mask):
 def score_regions(grid, marked):
     """Connected flagged patches (4-neighbours on the patch grid): list of EasyDict(outline, holes, patches) with
     level-0 [K, 2] (x, y) rings; holes are unflagged cells enclosed by the region."""
+    if not np.any(marked):
+        return []  # nothing flagged (or no patch at all: a slide without tissue)
     mask = np.zeros(grid.shape, dtype=bool)
     mask[grid.rows[marked], grid.cols[marked]] = True
     labels = skimage.measure.label(mask, connectivity=1)
