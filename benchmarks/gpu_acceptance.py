@@ -451,6 +451,16 @@ def run_acceptance(device, quick, sections):
     peaks = {}
     start = time.time()
     print(f'{"section":<10} {"case":<52} {"":<5} numbers', flush=True)
+    # Compile (or load) the plugins first, so that the sections' times do not include a build.
+    from torch_utils.ops import winograd
+    for plugin in [bias_act._cpu_plugin, upfirdn2d._cpu_plugin, winograd._cpu_plugin] + \
+            ([bias_act._cuda_plugin, upfirdn2d._cuda_plugin] if device.type == 'cuda' else []):
+        t0 = time.time()
+        try:
+            plugin()
+            report.add('build', plugin.module_name, 'ok', seconds=time.time() - t0)
+        except Exception as err:  # noqa: BLE001  the ops section then reports the fallback as failures
+            report.add('build', plugin.module_name, 'FAIL', error=str(err).splitlines()[0] if str(err) else type(err).__name__)
     for name in sections:
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)

@@ -8,6 +8,7 @@ of a pair alike and the ratio stays meaningful on a shared machine.
 
     python benchmarks/ops.py                      # issue-14 shapes: [8,256,64,64] and [8,512,64,64], float32
     python benchmarks/ops.py --quick --repeats 5  # small shapes, a smoke run
+    python benchmarks/ops.py --overhead           # microseconds per call on a tiny tensor: the fixed cost of a call
 """
 
 import os
@@ -89,6 +90,31 @@ def benchmark(ops, shapes, repeats, modes):
             yield dict(op=label, shape=shape, mode=mode, ref=ref, cpu=cpu, ratio=statistics.median(ratios),
                        ratio_lo=min(ratios), ratio_hi=max(ratios))
 
+def call_overhead(calls=2000, repeats=5):
+    """{label: median microseconds per call} of the compiled ops on a [1, 2, 4, 4] tensor, where the arithmetic
+    is negligible and what is left is the cost of a call: argument checks, implementation choice, plugin lookup."""
+    x = torch.randn([1, 2, 4, 4])
+    xg = x.clone().requires_grad_(True)
+    b = torch.zeros([2])
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    cases = {
+        'upfirdn2d upsample2d forward': lambda: upfirdn2d.upsample2d(x, f, impl='cpu'),
+        'upfirdn2d upsample2d forward+backward': lambda: upfirdn2d.upsample2d(xg, f, impl='cpu').sum().backward(),
+        'bias_act lrelu forward': lambda: bias_act.bias_act(x, b, act='lrelu', impl='cpu'),
+        'bias_act lrelu forward+backward': lambda: bias_act.bias_act(xg, b, act='lrelu', impl='cpu').sum().backward(),
+    }
+    result = {}
+    for label, fn in cases.items():
+        fn()  # plugin build/load
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) / calls * 1e6)
+        result[label] = statistics.median(times)
+    return result
+
 # ----------------------------------------------------------------------------
 
 
@@ -108,10 +134,16 @@ def _ms(values):
               help='torch.set_num_threads for both sides (default: torch default).')
 @click.option('--backward-only', is_flag=True,
               help='Time only forward+backward (what training pays), not the forward pass alone.')
-def main(ops, quick, repeats, threads, backward_only):
+@click.option('--overhead', is_flag=True,
+              help='Instead: microseconds per call of each compiled op on a tiny tensor (the fixed cost of a call).')
+def main(ops, quick, repeats, threads, backward_only, overhead):
     """Print ref/cpu speed ratios of the compiled CPU ops (median of interleaved pairs, with spread)."""
     if threads is not None:
         torch.set_num_threads(threads)
+    if overhead:
+        for label, us in call_overhead().items():
+            print(f'{label:40s} {us:8.1f} us per call', flush=True)
+        return
     shapes = [[2, 64, 32, 32], [2, 32, 64, 64]] if quick else [[8, 256, 64, 64], [8, 512, 64, 64]]
     modes = ['forward+backward'] if backward_only else ['forward', 'forward+backward']
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} '

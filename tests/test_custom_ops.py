@@ -300,3 +300,19 @@ def test_check_close():
         custom_ops.check_close('op', torch.tensor([float('nan')]), torch.ones([1]), 1e-3)
     with pytest.raises(custom_ops.PluginSelfCheckError, match='shape'):
         custom_ops.check_close('op', torch.ones([3]), torch.ones([2]), 1e-3)
+
+
+def test_default_arch_list_is_the_docker_images_and_nvcc_builds_it():
+    import re
+    import shutil
+    import subprocess
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docker', 'Dockerfile')) as f:
+        docker = re.search(r'TORCH_CUDA_ARCH_LIST="([^"]+)"', f.read()).group(1)
+    assert custom_ops.DEFAULT_CUDA_ARCH_LIST == docker
+    home = custom_ops._cuda_home()
+    nvcc = os.path.join(home, 'bin', 'nvcc') if home else shutil.which('nvcc')
+    if nvcc is None:
+        pytest.skip('no nvcc on this machine')
+    supported = set(subprocess.run([nvcc, '--list-gpu-arch'], capture_output=True, text=True, check=True).stdout.split())
+    for arch in custom_ops.DEFAULT_CUDA_ARCH_LIST.split(';'):
+        assert f'compute_{arch.replace("+PTX", "").replace(".", "")}' in supported, arch

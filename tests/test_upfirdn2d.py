@@ -358,7 +358,17 @@ def test_cuda_matches_ref(dtype):
     assert torch.autograd.gradcheck(fn, (xg,))
     assert torch.autograd.gradgradcheck(fn, (xg,))
 
-#----------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_keeps_channels_last_in_float16():
+    # config-e's fp16 layers run channels_last: the CUDA kernel reads and writes that layout, no copy to NCHW.
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
+    x = torch.randn([2, 16, 9, 7], device='cuda').half().contiguous(memory_format=torch.channels_last)
+    for fn in [upfirdn2d.upsample2d, upfirdn2d.downsample2d, upfirdn2d.filter2d]:
+        y = fn(x, f, impl='cuda')
+        assert y.dtype == torch.float16 and y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y.float(), fn(x.float(), f, impl='ref'), rtol=1e-2, atol=1e-2)
 
 #----------------------------------------------------------------------------
 
