@@ -228,8 +228,9 @@ def start(outdir, desc, args, env, dry_run, resume=None):
                 raise UserError(f'Run directory already exists: {args.run_dir}')
             os.makedirs(args.run_dir)
         else:
-            print(plan.restart)
-            run_dirs.append_line(os.path.join(args.run_dir, 'log.txt'), plan.restart)
+            for line in [plan.restart] + run_dirs.tidy_train_run(args.run_dir, plan.first_tick):
+                print(line)
+                run_dirs.append_line(os.path.join(args.run_dir, 'log.txt'), line)
         with dnnlib.util.atomic_write(os.path.join(args.run_dir, run_dirs.TRAINING_OPTIONS)) as tmp, open(tmp, 'wt') as f:
             json.dump(dict(args, resume_pkl=plan.origin), f, indent=2)
     if env is None:

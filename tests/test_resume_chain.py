@@ -18,7 +18,6 @@ import time
 
 import pytest
 import torch
-
 from datasets import write_dataset_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,6 +250,7 @@ def _no_temporaries(folder):
 def test_encoder_killed_twice(tmp_path):
     """tools.train_encoder, 4 ticks of one step, killed inside a state write and at a snapshot boundary."""
     from projection_nets import image_from_w, save_snapshot, tiny_stylegan2
+
     from tools import cli_utils, train_encoder
     G, D = tiny_stylegan2(16)
     network = save_snapshot(tmp_path / 'net.pkl', G, D)

@@ -14,7 +14,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
 from datasets import write_dataset_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

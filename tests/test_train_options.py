@@ -5,8 +5,8 @@ import os
 
 import pytest
 from click.testing import CliRunner
-
 from datasets import write_dataset_zip
+
 from training import presets
 
 
@@ -120,6 +120,7 @@ def _fake_run(outdir, name, args, cur_nimg=None, total_kimg=None, resume_pkl=Non
     import json
 
     import torch
+
     from training import training_loop
     run_dir = os.path.join(outdir, name)
     os.makedirs(run_dir)
@@ -202,3 +203,14 @@ def test_torn_stats_line_and_temporaries_are_removed(tmp_path):
         (tmp_path / name).write_text('x')
     assert run_dirs.remove_temporaries(str(tmp_path)) == ['.network-snapshot-000000.004.pkl.ab12cd.tmp']
     assert sorted(os.listdir(tmp_path)) == ['log.txt', 'network-snapshot-000000.004.pkl', 'stats.jsonl']
+    # A continued train.py run: an orphan training state (its pickle never written) goes too, and the stats lines
+    # from the first tick trained again.
+    for name in ['training-state-000000.004.pt', 'training-state-000000.008.pt', '.training-state-000000.012.pt.x1.tmp']:
+        (tmp_path / name).write_text('x')
+    assert run_dirs.tidy_train_run(str(tmp_path), 1) == [
+        'Removed .training-state-000000.012.pt.x1.tmp, left by an interrupted write',
+        'Removed training-state-000000.008.pt, whose network snapshot was never written',
+        'Dropped 1 stats.jsonl line(s) of ticks trained again from tick 1']
+    assert sorted(os.listdir(tmp_path)) == ['log.txt', 'network-snapshot-000000.004.pkl', 'stats.jsonl',
+                                            'training-state-000000.004.pt']
+    assert stats.read_text() == '{"Progress/tick": {"mean": 0}}\n'

@@ -169,6 +169,7 @@ def is_train_run(path):
 def latest_state(run_dir):
     """(snapshot pickle, its training state) of the run's newest snapshot that has a state, or (None, None)."""
     import torch
+
     from training import training_loop
     try:
         pkl = training_loop.find_latest_snapshot(run_dir)
@@ -219,7 +220,7 @@ def follow_continuations(run_dir, search_dirs):
                         or os.path.realpath(os.path.dirname(origin)) != os.path.realpath(current)):
                     continue
                 if _exact_start(theirs) and _same_run(stored, theirs, extendable=True):
-                    pkl, state = latest_state(other)
+                    _pkl, state = latest_state(other)
                     followers.append((state['cur_nimg'] if state is not None else -1, run_id(os.path.basename(other)), other))
         if not followers:
             return current
@@ -232,7 +233,8 @@ def plan_train_run(outdir, desc, args, resume):
 
     resume: None (a new run; args.resume_pkl may name a pickle to start from), 'auto' or a run dir.
     Returns an EasyDict: run_dir, args (the loop's kwargs), origin (the run's starting pickle, which goes into
-    training_options.json), finished (nothing to do), notes (lines to print), restart (the log line, or None).
+    training_options.json), finished (nothing to do), notes (lines to print), restart (the log line, or None) and
+    first_tick (the first tick a continued run trains).
     """
     args = dnnlib.EasyDict(args)
     plan = dnnlib.EasyDict(args=args, finished=False, notes=[], restart=None, origin=args.get('resume_pkl'))
@@ -269,6 +271,23 @@ def plan_train_run(outdir, desc, args, resume):
     return _continue(plan, newest, args)
 
 
+def tidy_train_run(run_dir, first_tick):
+    """Before a run continues in run_dir, what a killed process left behind: delete temporary files of interrupted
+    writes and training states whose pickle never arrived, and drop the stats.jsonl lines of ticks from first_tick
+    on (they are trained again). Returns a line per thing done."""
+    done = [f'Removed {name}, left by an interrupted write' for name in remove_temporaries(run_dir)]
+    for name in sorted(os.listdir(run_dir)):
+        match = re.fullmatch(r'training-state-(.+)\.pt', name)
+        if match and not os.path.isfile(os.path.join(run_dir, f'network-snapshot-{match.group(1)}.pkl')):
+            os.remove(os.path.join(run_dir, name))
+            done.append(f'Removed {name}, whose network snapshot was never written')
+    dropped = truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'),
+                             lambda record: record.get('Progress/tick', {}).get('mean', -1) < first_tick)
+    if dropped:
+        done.append(f'Dropped {dropped} stats.jsonl line(s) of ticks trained again from tick {first_tick}')
+    return done
+
+
 def _continue(plan, run_dir, args):
     """Continue run_dir in place from its newest snapshot with a training state (or from its start if none)."""
     stored = read_options(os.path.join(run_dir, TRAINING_OPTIONS))
@@ -289,6 +308,7 @@ def _continue(plan, run_dir, args):
         plan.notes.append(f'{run_dir} has finished: {state["cur_nimg"] / 1000:g} of {args.total_kimg:g} kimg '
                           f'({os.path.basename(pkl)}); nothing to do')
         return plan
+    plan.first_tick = 0 if state is None else state['cur_tick']
     if state is None:
         args.resume_pkl = plan.origin
         plan.restart = restart_line('the start', 'no snapshot had been written')

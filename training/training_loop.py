@@ -523,7 +523,7 @@ def write_stats(run, now):
     """Collect this tick's statistics (phase timings included) into stats.jsonl and TensorBoard.
 
     Called before the tick's snapshot: a run killed after the snapshot has the tick's line, and one killed
-    before it redoes the tick, whose earlier line setup() drops."""
+    before it redoes the tick, whose earlier line is dropped when the run continues (training.run_dirs)."""
     for name, (start, end) in run.phase_events.items():
         end.synchronize()
         training_stats.report0('Timing/' + name, start.elapsed_time(end))
@@ -606,8 +606,7 @@ def setup(run):
     restore_counters(run, state)
     run.schedule.apply(run.cur_nimg, run.G, run.D, run.G_ema)
     if run.rank == 0:
-        tidy_run_dir(run.run_dir, first_tick=0 if state is None else state['cur_tick'])
-        export_start_grids(run)
+        export_start_grids(run, resumed=state is not None)
         run.stats_jsonl, run.stats_tfevents = open_logs(run.run_dir, None if state is None else run.cur_nimg // 1000 + 1)
     if state is not None:
         restore_rng_state(state['rng'][run.rank], run.device)
@@ -625,35 +624,16 @@ def restore_counters(run, state):
         run.last_snapshot_pkl = run.resume_pkl
 
 
-def tidy_run_dir(run_dir, first_tick):
-    """Before training starts in run_dir, which a killed process may have left behind: delete temporary files
-    of interrupted writes and training states whose pickle never arrived, and drop the stats.jsonl lines of
-    ticks from first_tick on (this process trains them again)."""
-    from training import run_dirs
-    for name in run_dirs.remove_temporaries(run_dir):
-        print(f'Removed {name}, left by an interrupted write')
-    for state_file in glob.glob(os.path.join(run_dir, 'training-state-*.pt')):
-        name = os.path.basename(state_file)
-        pkl = os.path.join(run_dir, 'network-snapshot-' + name[len('training-state-'):-len('.pt')] + '.pkl')
-        if not os.path.isfile(pkl):
-            os.remove(state_file)
-            print(f'Removed {name}, whose network snapshot was never written')
-    dropped = run_dirs.truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'),
-                                      lambda record: record.get('Progress/tick', {}).get('mean', -1) < first_tick)
-    if dropped:
-        print(f'Dropped {dropped} stats.jsonl line(s) of ticks trained again from tick {first_tick}')
-
-
-def export_start_grids(run):
-    """reals.png and fakes_init.png (kept as they are when the run dir has them: a continued run's start stays)
-    and the fixed latents of the fake grids."""
+def export_start_grids(run, resumed):
+    """reals.png and fakes_init.png (a resumed run keeps those its run dir has: they show the run's start) and
+    the fixed latents of the fake grids."""
     grid_max = run.snapshot_grid_max if run.snapshot_grid_max is not None else (None if run.device.type == 'cuda' else 4)
     run.grid_size, images, labels = setup_snapshot_image_grid(run.training_set, run.random_seed, grid_max)
     reals, fakes_init = os.path.join(run.run_dir, 'reals.png'), os.path.join(run.run_dir, 'fakes_init.png')
-    if not os.path.isfile(reals):
+    if not (resumed and os.path.isfile(reals)):
         save_image_grid(images, reals, drange=[0, 255], grid_size=run.grid_size)
     run.grid_z, run.grid_c = grid_latents(run.G, labels, run.random_seed, run.batch_gpu, run.device)
-    if not os.path.isfile(fakes_init):
+    if not (resumed and os.path.isfile(fakes_init)):
         save_fakes_grid(run.G_ema, run.grid_z, run.grid_c, fakes_init, run.grid_size)
 
 
