@@ -15,9 +15,8 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from browser import chromium
+from sklearn.metrics import roc_auc_score
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
