@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 import calc_metrics
-from tests.datasets import write_dataset_zip
-from tests.test_metrics_pipeline import dataset_kwargs, tiny_generator
+from datasets import write_dataset_zip
+from test_metrics_pipeline import dataset_kwargs, tiny_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from metrics import metric_utils
-from tests.datasets import write_dataset_zip
-from tests.test_generate_cli import tiny_generator
-from tests.test_metrics_pipeline import dataset_kwargs
+from datasets import write_dataset_zip
+from test_generate_cli import tiny_generator
+from test_metrics_pipeline import dataset_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 import dnnlib
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 from training.dataset import verify_zip
 
 

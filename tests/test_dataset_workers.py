@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dnnlib
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 from training.dataset import ImageFolderDataset
 
 

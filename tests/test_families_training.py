@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import legacy
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 from training import options, schedules
 
 BATCH = 4

@@ -9,7 +9,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, metric_main, metric_utils
-from tests.datasets import write_dataset_zip
+from datasets import write_dataset_zip
 
 
 def dataset_kwargs(path, **kwargs):

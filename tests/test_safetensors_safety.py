@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import generate
 import legacy
-from tests.test_legacy import make_snapshot
+from test_legacy import make_snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import calc_metrics
 import generate
 import style_mixing
-from tests.datasets import write_dataset_zip
-from tests.zonly_family import Generator
+from datasets import write_dataset_zip
+from zonly_family import Generator
 
 
 @pytest.fixture(scope='module')
