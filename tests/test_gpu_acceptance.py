@@ -67,3 +67,12 @@ def test_gpu_ops_and_networks(tmp_path):
                             timeout=1800, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads(out.read_text())['failures'] == 0
+
+
+def test_image_comparison_fails_beyond_float16_tolerance():
+    want = torch.rand([2, 3, 8, 8]) * 2 - 1
+    report = gpu_acceptance.Report()
+    gpu_acceptance._compare_images(report, 'networks', 'close', want + 0.01, want)
+    gpu_acceptance._compare_images(report, 'networks', 'off', want + 0.2, want)
+    gpu_acceptance._compare_images(report, 'networks', 'nan', want.clone().fill_(float('nan')), want)
+    assert [r['status'] for r in report.rows] == ['ok', 'FAIL', 'FAIL']
