@@ -68,6 +68,8 @@ def expected_numbers(out):
             metrics = json.load(f)
         found.update({f'{folder} {k}': metrics[k] for k in ('AUROC', 'AUPR', 'F1_oracle', 'F1_at_threshold')
                       if metrics[k] is not None})
+        found.update({f'{folder} mapping {k}': v for k, v in metrics['mapping_quality'].items()  # the encoder check
+                      if k in ('psnr_margin', 'lpips_margin', 'diversity_ratio') and v is not None})
         with open(out / folder / 'scores.csv', newline='') as f:
             rows = list(csv.DictReader(f))
         for term in ('residual', 'features', 'lpips', 'critic'):  # each term alone as the score, by scikit-learn
