@@ -212,3 +212,15 @@ def test_lpips_is_opt_in_and_resume_keeps_the_split(sg2_setup, trained):
     assert 'Heldout/lpips' in row and run.endswith('000000.016.pkl')
     with pytest.raises(train_encoder.dnnlib.util.UserError, match='--heldout=0.05'):
         train_encoder.train_encoder(pkl, data, str(root / 'other-split'), kimg=0.4, resume=last, heldout=0, **kwargs)
+
+
+def test_mean_image_is_the_mean_of_those_patches(sg2_setup):
+    from training import dataset as dataset_lib
+    _, data, _ = sg2_setup
+    ds = dataset_lib.ImageFolderDataset(path=data)
+    indices = np.array([3, 10, 11, 40, 63])
+    expected = np.mean([ds[int(i)][0].astype(np.float64) for i in indices], axis=0).transpose(1, 2, 0)
+    found = train_encoder.mean_image(ds, indices)
+    assert found.shape == (16, 16, 3) and not np.allclose(found, found.mean())
+    np.testing.assert_allclose(found, expected, rtol=1e-12)
+    np.testing.assert_array_equal(train_encoder.read_images(ds, indices).numpy(), np.stack([ds[int(i)][0] for i in indices]))

@@ -190,6 +190,15 @@ def read_images(dataset, indices):
     """uint8 [N, C, R, R] of the dataset's images at `indices`."""
     return torch.from_numpy(np.stack([dataset[int(idx)][0] for idx in indices])) if len(indices) else None
 
+def mean_image(dataset, indices):
+    """The mean of the dataset's images at `indices`, [R, R, C] float64 on the 0..255 scale (summed one at a time,
+    so thousands of 512x512 patches need no more memory than one)."""
+    total = None
+    for idx in indices:
+        image = dataset[int(idx)][0].astype(np.float64)
+        total = image if total is None else total + image
+    return (total / len(indices)).transpose(1, 2, 0)
+
 def heldout_row(G, D, E, heldout, constant, kappa, lpips, lpips_weight, batch_size):
     """stats.jsonl fields for the held-out patches uint8 [N, C, R, R]: the mean of each loss term, and the mapping
     check against the constant image (mean training patch, [R, R, C] on 0..255): PSNR, its margin, diversity."""
@@ -260,7 +269,7 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
     train_idx, heldout_idx = split_heldout(len(training_set), heldout)
     heldout_images = read_images(training_set, heldout_idx)
     mean_idx = train_idx[np.random.RandomState(HELDOUT_SEED).permutation(len(train_idx))[:MEAN_IMAGE_SAMPLES]]
-    mean_image = read_images(training_set, mean_idx).to(torch.float64).mean(dim=0).permute(1, 2, 0).numpy()
+    mean_patch = mean_image(training_set, mean_idx)
     sampler = dataset_lib.ResumableSampler(len(train_idx), seed=seed, start=cur_nimg)
     training_set.close()  # forked workers must open their own zip handle, not share one file offset
     loader = iter(torch.utils.data.DataLoader(torch.utils.data.Subset(training_set, train_idx.tolist()), sampler=sampler,
@@ -300,7 +309,7 @@ def train_encoder(network, data, run_dir, kimg=100, batch_size=16, kappa=1.0, lp
             row.update(kimg=cur_nimg / 1000, tick=cur_tick, sec_per_kimg=(now - tick_start) / (count * batch_size) * 1000,
                        timestamp=now)
             if heldout_images is not None:
-                row.update(heldout_row(G, D, E, heldout_images, mean_image, kappa, lpips, lpips_weight, batch_size))
+                row.update(heldout_row(G, D, E, heldout_images, mean_patch, kappa, lpips, lpips_weight, batch_size))
                 if progress:
                     bar.write(tick_line(row))
             stats.write(json.dumps(row) + '\n')
