@@ -4,7 +4,7 @@ A narrow config-e StyleGAN2 and its izi_f encoder learn the tumour tile (tiatool
 the CMU slide's 0.499 um/px) from three checkerboard blocks in four; `tools.anomaly evaluate` then scores held-out
 tumour-tile patches (label 0: the tissue the GAN knows) against CMU-1-Small-Region patches (label 1: a different
 tissue). Measured on one core with 0.32 kimg of training, training seeds 0-4: critic score AUROC 0.91 / 0.95 / 0.87
-/ 0.87 / 0.86, f-AnoGAN score 0.68 / 0.91 / 0.91 / 0.88 / 0.91.
+/ 0.89 / 0.86, f-AnoGAN score 0.59 / 0.91 / 0.91 / 0.94 / 0.90 (benchmarks/detection_tables.py, issue 26's defaults).
 
 The other direction (a GAN of the CMU slide, tumour patches anomalous) is not detected at this scale: the tumour
 tissue has less contrast, and a briefly trained GAN reconstructs and accepts low-contrast tissue more readily than the

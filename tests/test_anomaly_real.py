@@ -9,7 +9,7 @@ patches, and `tools.anomaly evaluate` scores held-out patches of that tissue (0)
   this in tests/test_anomaly_detection.py).
 Three training seeds each. The reported metrics must equal scikit-learn's on the tools' own CSVs.
 
-tile -> slide is detected for every seed (critic AUROC 0.86-0.95 over five seeds, f-AnoGAN 0.68-0.91). slide -> tile
+tile -> slide is detected for every seed (critic AUROC 0.86-0.95 over five seeds, f-AnoGAN 0.59-0.94). slide -> tile
 is NOT at this scale, whatever the score: measured over seeds 0/1/2, perceptual 0.85 / 0.57 / 0.71 and slide map
 0.72 / 0.36 / 0.41 at 0.32 kimg; critic 0.14 / 0.54 / 0.64 at 0.32 kimg, 0.33 / 0.71 / 0.25 at 4 kimg, 0.36 (seed 0)
 at 10 kimg; f-AnoGAN 0.57 / 0.61 / 0.54 with 32 px patches at half the resolution; with 64 px patches at 4 kimg
